@@ -1,0 +1,46 @@
+# The two commands of the README: `make demo` (set up, then run the whole tiny lane) and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# CPU installs pin the CPU torch; on a GPU server keep your CUDA torch: make setup TORCH_SPEC=
+TORCH_SPEC ?= torch==2.13.0
+export MH_ARTIFACTS_DIR ?= $(CURDIR)/artifacts
+export DAGSTER_HOME ?= $(CURDIR)/.dagster
+export DAGSTER_MODULE_NAME := mh_assets
+
+.PHONY: setup demo test lint lock ui
+setup: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q -c constraints.txt $(TORCH_SPEC) -e '.[dev]'
+	$(PY) -m pip check
+	grep -q 'mh-assets environment' $(VENV)/bin/activate || printf '%s\n' \
+	  '# mh-assets environment: project-local Dagster home and code location' \
+	  'export DAGSTER_HOME="$(DAGSTER_HOME)"' \
+	  'export DAGSTER_MODULE_NAME=mh_assets' \
+	  'export MH_ARTIFACTS_DIR="$${MH_ARTIFACTS_DIR:-$(MH_ARTIFACTS_DIR)}"' >> $(VENV)/bin/activate
+	touch $@
+
+$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+	mkdir -p $(DAGSTER_HOME)
+	ln -sf $(CURDIR)/dagster.yaml $@
+
+demo: setup
+	$(VENV)/bin/dagster job execute -m mh_assets -j tiny_lane
+	$(PY) -m mh_assets.where tiny
+
+test: setup
+	$(VENV)/bin/ruff check mh_assets mh_assets_tests
+	$(VENV)/bin/pytest -q
+
+ui: setup
+	$(VENV)/bin/dagster dev -h 127.0.0.1 -p 3000
+
+# Re-resolve the lock after changing pyproject.toml's dependencies.
+lock:
+	rm -rf .venv-lock && python3 -m venv .venv-lock
+	.venv-lock/bin/pip install -q $(TORCH_SPEC) -e '.[dev]'
+	.venv-lock/bin/pip check
+	(echo '# Lock for pyproject.toml, resolved together with $(TORCH_SPEC) (CPU). Regenerate: make lock'; \
+	 .venv-lock/bin/pip freeze --exclude-editable | grep -v '^torch==') > constraints.txt
+	rm -rf .venv-lock

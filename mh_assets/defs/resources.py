@@ -1,0 +1,94 @@
+"""Resources: the Pipes client that runs every heavy step, GPU placement and SwanLab reporting."""
+
+import os
+from subprocess import PIPE
+
+import dagster as dg
+from dagster._core.pipes.client import PipesClientCompletedInvocation
+from dagster._core.pipes.utils import open_pipes_session
+
+from mh_assets.lanes import Lane
+from mh_assets.procs import start_group, stop_group
+from mh_assets.store import artifacts_dir
+
+SWANLAB_MODES = ("cloud", "local", "offline", "disabled")
+
+
+class ProcessGroupPipesClient(dg.PipesSubprocessClient):
+    """``PipesSubprocessClient`` whose child runs in its own process group, stopped as a whole when the step ends.
+
+    ``swift`` re-execs python and dataloaders fork workers; a plain ``Popen`` would leave them running after an
+    interrupted or failed step (and a GPU still held).
+    """
+
+    def run(  # type: ignore[override]
+        self,
+        *,
+        context: dg.AssetExecutionContext | dg.OpExecutionContext,
+        command: list[str],
+        extras: dict | None = None,
+        env: dict[str, str] | None = None,
+        cwd: str | None = None,
+    ) -> PipesClientCompletedInvocation:
+        with open_pipes_session(
+            context=context, context_injector=self.context_injector, message_reader=self.message_reader, extras=extras
+        ) as session:
+            full_env = {**os.environ, **self.env, **(env or {}), **session.get_bootstrap_env_vars()}
+            stdio = None if self.forward_stdio else PIPE
+            proc = start_group(command, full_env, cwd=cwd or self.cwd, stdout=stdio, stderr=stdio)
+            try:
+                returncode = proc.wait()
+            finally:
+                stop_group(proc)
+            if returncode != 0:
+                raise dg.Failure(
+                    description=f"{command[-1]} failed with exit code {returncode}; its output is in the step log.",
+                    metadata={"command": " ".join(command), "exit_code": returncode},
+                )
+        return PipesClientCompletedInvocation(session)
+
+
+class GpuResource(dg.ConfigurableResource):
+    """Which GPUs a lane's steps see (``CUDA_VISIBLE_DEVICES``). CPU lanes always see none."""
+
+    visible_devices: str | None = None
+
+    def devices_for(self, lane: Lane) -> str:
+        if not lane.gpu.required:
+            return ""
+        return self.visible_devices if self.visible_devices is not None else lane.gpu.default_devices
+
+
+class SwanLabResource(dg.ConfigurableResource):
+    """SwanLab reporting. ``mode`` None means the lane's default (cloud for GPU lanes, local for tiny)."""
+
+    mode: str | None = None
+    api_key: str | None = None
+    log_dir: str | None = None
+
+    def mode_for(self, lane: Lane) -> str:
+        mode = self.mode or lane.swanlab_mode
+        if mode not in SWANLAB_MODES:
+            raise dg.Failure(f"SwanLab mode {mode!r} is not one of {SWANLAB_MODES}")
+        if mode == "cloud" and not self.api_key:
+            raise dg.Failure(
+                "SwanLab cloud mode needs SWANLAB_API_KEY in the environment or .env; "
+                "or set the swanlab resource's mode to local, offline or disabled."
+            )
+        return mode
+
+    def run_config(self, lane: Lane, config: dict) -> dict | None:
+        """What the training child needs to start the run (no secret: the key travels in ``env()``)."""
+        mode = self.mode_for(lane)
+        if mode == "disabled":
+            return None
+        return {
+            "mode": mode,
+            "project": lane.swanlab_project,
+            "exp_name": lane.swanlab_exp_name,
+            "log_dir": self.log_dir or str(artifacts_dir() / "swanlog"),
+            "config": config,
+        }
+
+    def env(self) -> dict[str, str]:
+        return {"SWANLAB_API_KEY": self.api_key} if self.api_key else {}

@@ -1,0 +1,55 @@
+"""Judge whether a machine can run a lane's recipe, from the facts ``runners/probe_env.py`` records.
+
+Plain module: no dagster, no torch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mh_assets.lanes import Lane
+
+Verdict = tuple[bool, str]
+
+
+def _gpu_summary(facts: dict[str, Any]) -> str:
+    return (
+        f"torch {facts.get('torch')} (CUDA build: {facts.get('torch_cuda') or 'none'}), "
+        f"CUDA_VISIBLE_DEVICES={facts.get('cuda_visible_devices')!r}, GPUs visible: {len(facts.get('gpus', []))}"
+    )
+
+
+def flash_attn_verdict(facts: dict[str, Any], lane: Lane) -> Verdict:
+    recipe = lane.recipe
+    if not recipe.needs_flash_attn:
+        return True, f"not required: the {lane.size} recipe neither packs nor asks for flash_attn"
+    why = f"the {lane.size} recipe uses packing={recipe.packing} attn_impl={recipe.attn_impl}, which need flash-attn"
+    gpus = facts.get("gpus", [])
+    if not gpus:
+        return False, f"{why}, and flash-attn needs a CUDA GPU: none is visible here ({_gpu_summary(facts)})"
+    old = [g["name"] for g in gpus if tuple(g["capability"]) < (8, 0)]
+    if old:
+        return False, f"{why}; flash-attn 2 needs compute capability 8.0+ (Ampere or newer), these are older: {old}"
+    fa = facts.get("flash_attn", {})
+    if not fa.get("kernel_ok"):
+        return False, (
+            f"{why}, but its CUDA kernel does not import ({fa.get('error')}). "
+            "Install it for this torch: pip install flash-attn --no-build-isolation"
+        )
+    return True, f"flash-attn {fa.get('version')} kernel imports; GPUs {[g['name'] for g in gpus]}"
+
+
+def precision_verdict(facts: dict[str, Any], lane: Lane) -> Verdict:
+    dtype = lane.recipe.torch_dtype
+    if not lane.recipe.needs_bf16:
+        return True, f"not required: the {lane.size} recipe trains in {dtype}"
+    gpus = facts.get("gpus", [])
+    if not gpus:
+        return False, (
+            f"the {lane.size} recipe trains in bfloat16, which needs a GPU with bf16 support; none is visible "
+            f"({_gpu_summary(facts)})"
+        )
+    no_bf16 = [g["name"] for g in gpus if not g.get("bf16")]
+    if no_bf16:
+        return False, (f"these GPUs have no bf16: {no_bf16}. Train in fp16 instead: --torch_dtype float16 --fp16 true")
+    return True, f"bf16 supported on {[g['name'] for g in gpus]}"

@@ -1,0 +1,70 @@
+"""Child processes in their own process group, always cleaned up; and the environment every child gets.
+
+``swift`` re-execs a child python and dataloaders fork workers: killing one PID orphans the rest, so children
+start a new session and the whole group is stopped. Plain module: no dagster, no torch.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+
+from mh_assets.store import artifacts_dir
+
+LOOPBACK = "127.0.0.1,localhost,::1"
+
+
+def _default_signals() -> None:
+    # Background shells may hand down SIGINT/SIGTERM as ignored; a child must be stoppable.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def start_group(command: Sequence[str], env: Mapping[str, str], cwd: str | None = None, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen(
+        list(command), env=dict(env), cwd=cwd, start_new_session=True, preexec_fn=_default_signals, **kwargs
+    )
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def stop_group(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
+    """SIGTERM the child's whole process group, then SIGKILL whatever is left after ``grace_s``."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        proc.poll()  # reap the direct child, or its zombie keeps the group "alive"
+        if not _group_alive(proc.pid):
+            return
+        os.killpg(proc.pid, sig)
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline:
+            proc.poll()
+            if not _group_alive(proc.pid):
+                return
+            time.sleep(0.1)
+
+
+def child_env(cuda_visible_devices: str) -> dict[str, str]:
+    """Caches and logs under the artifacts folder (not ``~``), loopback never proxied, the lane's GPUs only."""
+    root = artifacts_dir()
+    cache = root / ".cache"
+    no_proxy = ",".join(filter(None, [os.environ.get("NO_PROXY", ""), LOOPBACK]))
+    return {
+        "MODELSCOPE_CACHE": os.environ.get("MODELSCOPE_CACHE", str(cache / "modelscope")),
+        "HF_HOME": os.environ.get("HF_HOME", str(cache / "huggingface")),
+        "MPLCONFIGDIR": str(cache / "matplotlib"),
+        "SWANLAB_LOGDIR": str(root / "swanlog"),
+        "TOKENIZERS_PARALLELISM": "false",
+        "NO_PROXY": no_proxy,
+        "no_proxy": no_proxy,
+        "CUDA_VISIBLE_DEVICES": cuda_visible_devices,
+        "MH_ARTIFACTS_DIR": str(root),
+    }

@@ -1,0 +1,140 @@
+"""Training and export recipes, named exactly like ms-swift 4's CLI flags.
+
+A recipe reads like the runbook command: ``SftRecipe(...).to_cli()`` renders the ``swift sft`` line
+that reproduces a run, and ``to_args()`` gives the same flags as a list for ``sft_main``.
+Plain module: no dagster, no torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shlex
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def _flag_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _to_args(obj: Any) -> list[str]:
+    """``--name value`` pairs for every field that is set (``None`` means: leave swift's default)."""
+    args: list[str] = []
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if value is None:
+            continue
+        if isinstance(value, (list, tuple)):
+            args += [f"--{f.name}", *(_flag_value(v) for v in value)]
+        else:
+            args += [f"--{f.name}", _flag_value(value)]
+    return args
+
+
+@dataclass(frozen=True)
+class SftRecipe:
+    """The hyperparameters of one lane's LoRA SFT, as ms-swift 4 names them."""
+
+    model_type: str = "qwen2"
+    template: str = "qwen2_5"
+    tuner_type: str = "lora"
+    num_train_epochs: float = 1
+    learning_rate: float = 2e-4
+    per_device_train_batch_size: int = 8
+    gradient_accumulation_steps: int = 4
+    max_length: int = 3072
+    packing: bool = True
+    attn_impl: str | None = "flash_attn"
+    torch_dtype: str = "bfloat16"
+    gradient_checkpointing: bool = True
+    lora_rank: int = 8
+    lora_alpha: int = 32
+    target_modules: tuple[str, ...] = ("all-linear",)
+    save_steps: int = 200
+    save_total_limit: int = 3
+    logging_steps: int = 20
+    warmup_ratio: float = 0.05
+    dataloader_num_workers: int = 4
+    seed: int = 42
+
+    @property
+    def needs_flash_attn(self) -> bool:
+        """Packing (and padding-free batching) are refused by swift without flash attention."""
+        return self.packing or (self.attn_impl or "").startswith("flash_attn")
+
+    @property
+    def needs_bf16(self) -> bool:
+        return self.torch_dtype == "bfloat16"
+
+    def with_overrides(self, **overrides: Any) -> SftRecipe:
+        """A copy with the given fields replaced; ``None`` values are ignored."""
+        return dataclasses.replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+
+@dataclass(frozen=True)
+class SftRun:
+    """One concrete training run: a recipe plus the paths and reporting settings of this run."""
+
+    model: str
+    dataset: str
+    output_dir: str
+    recipe: SftRecipe
+    report_to: str = "none"
+    swanlab_project: str | None = None
+    swanlab_exp_name: str | None = None
+    swanlab_mode: str | None = None
+    resume_from_checkpoint: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_args(self) -> list[str]:
+        """Arguments for ``sft_main``/``swift sft``; secrets are never part of them."""
+        head = [
+            "--model",
+            self.model,
+            "--dataset",
+            self.dataset,
+            "--output_dir",
+            self.output_dir,
+            "--add_version",
+            "false",
+            "--check_model",
+            "false",
+            "--report_to",
+            self.report_to,
+        ]
+        if self.report_to == "swanlab":
+            head += ["--swanlab_project", str(self.swanlab_project), "--swanlab_exp_name", str(self.swanlab_exp_name)]
+            # swift accepts only cloud|local; offline/disabled runs are started by the runner itself.
+            if self.swanlab_mode in ("cloud", "local"):
+                head += ["--swanlab_mode", self.swanlab_mode]
+        if self.resume_from_checkpoint:
+            head += ["--resume_from_checkpoint", self.resume_from_checkpoint]
+        tail: list[str] = []
+        for name, value in self.extra.items():
+            tail += [f"--{name}", _flag_value(value)]
+        return head + _to_args(self.recipe) + tail
+
+    def to_cli(self, gpu_devices: str | None = None) -> str:
+        """The equivalent shell command, for the run's metadata and the report."""
+        prefix = f"CUDA_VISIBLE_DEVICES={gpu_devices} " if gpu_devices else ""
+        return prefix + "swift sft " + " ".join(shlex.quote(a) for a in self.to_args())
+
+
+@dataclass(frozen=True)
+class MergeRun:
+    """``swift export`` merging a LoRA adapter into its base model (base model comes from args.json)."""
+
+    adapters: str
+    output_dir: str
+    merge_lora: bool = True
+    safe_serialization: bool = True
+    max_shard_size: str = "2GB"
+    device_map: str | None = None
+
+    def to_args(self) -> list[str]:
+        return _to_args(self)
+
+    def to_cli(self) -> str:
+        return "swift export " + " ".join(shlex.quote(a) for a in self.to_args())

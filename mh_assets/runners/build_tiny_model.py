@@ -1,0 +1,204 @@
+"""Child process: build the tiny lane's base model deterministically from the shipped corpus.
+
+A byte-level BPE tokenizer (Qwen2 pre-tokenizer regex, NFC, ByteLevel) with the 22 Qwen2.5 special tokens and
+the Qwen2.5 chat template, and a Qwen2 model with hidden size 64, 2 layers, 4 heads, 2 KV heads, seed 0.
+The model is then pre-trained briefly (full weights, fixed order, one thread) on the psychoeducation corpus, so
+that it starts from language statistics rather than noise and the lane's LoRA SFT has something to adapt.
+Runs under Dagster Pipes (``extras["output_dir"]``) or from the command line: ``python -m ... OUTPUT_DIR``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+DATA = Path(__file__).resolve().parent.parent / "data"
+CORPUS_FILES = (DATA / "tokenizer_corpus.txt", DATA / "sample_conversations.jsonl")
+VOCAB_SIZE = 3000
+SEED = 0
+PRETRAIN = {"epochs": 4, "seq_len": 128, "batch_size": 16, "lr": 3e-3}
+
+SPECIAL_TOKENS = [
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|object_ref_start|>",
+    "<|object_ref_end|>",
+    "<|box_start|>",
+    "<|box_end|>",
+    "<|quad_start|>",
+    "<|quad_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+    "<tool_call>",
+    "</tool_call>",
+    "<|fim_prefix|>",
+    "<|fim_middle|>",
+    "<|fim_suffix|>",
+    "<|fim_pad|>",
+    "<|repo_name|>",
+    "<|file_sep|>",
+]
+
+# Qwen2's pre-tokenizer split pattern.
+QWEN2_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+
+# The Qwen2.5 chat template (system default, tools and tool responses).
+CHAT_TEMPLATE = (
+    "{%- if tools %}{{- '<|im_start|>system\\n' }}"
+    "{%- if messages[0]['role'] == 'system' %}{{- messages[0]['content'] }}"
+    "{%- else %}{{- 'You are Qwen, created by Alibaba Cloud. You are a helpful assistant.' }}{%- endif %}"
+    '{{- "\\n\\n# Tools\\n\\nYou may call one or more functions to assist with the user query.\\n\\n'
+    'You are provided with function signatures within <tools></tools> XML tags:\\n<tools>" }}'
+    '{%- for tool in tools %}{{- "\\n" }}{{- tool | tojson }}{%- endfor %}'
+    '{{- "\\n</tools>\\n\\nFor each function call, return a json object with function name and arguments within '
+    '<tool_call></tool_call> XML tags:\\n<tool_call>\\n{\\"name\\": <function-name>, \\"arguments\\": '
+    '<args-json-object>}\\n</tool_call><|im_end|>\\n" }}'
+    "{%- else %}{%- if messages[0]['role'] == 'system' %}"
+    "{{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}"
+    "{%- else %}{{- '<|im_start|>system\\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant."
+    "<|im_end|>\\n' }}{%- endif %}{%- endif %}"
+    "{%- for message in messages %}"
+    "{%- if (message.role == 'user') or (message.role == 'system' and not loop.first) or "
+    "(message.role == 'assistant' and not message.tool_calls) %}"
+    "{{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>' + '\\n' }}"
+    "{%- elif message.role == 'assistant' %}{{- '<|im_start|>' + message.role }}"
+    "{%- if message.content %}{{- '\\n' + message.content }}{%- endif %}"
+    "{%- for tool_call in message.tool_calls %}{%- if tool_call.function is defined %}"
+    "{%- set tool_call = tool_call.function %}{%- endif %}"
+    '{{- \'\\n<tool_call>\\n{"name": "\' }}{{- tool_call.name }}{{- \'", "arguments": \' }}'
+    "{{- tool_call.arguments | tojson }}{{- '}\\n</tool_call>' }}{%- endfor %}{{- '<|im_end|>\\n' }}"
+    "{%- elif message.role == 'tool' %}"
+    "{%- if (loop.index0 == 0) or (messages[loop.index0 - 1].role != 'tool') %}{{- '<|im_start|>user' }}{%- endif %}"
+    "{{- '\\n<tool_response>\\n' }}{{- message.content }}{{- '\\n</tool_response>' }}"
+    "{%- if loop.last or (messages[loop.index0 + 1].role != 'tool') %}{{- '<|im_end|>\\n' }}{%- endif %}"
+    "{%- endif %}{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
+)
+
+
+def corpus_lines() -> list[str]:
+    lines = CORPUS_FILES[0].read_text(encoding="utf-8").splitlines()
+    for raw in CORPUS_FILES[1].read_text(encoding="utf-8").splitlines():
+        record = json.loads(raw)
+        turns = record.get("messages") or record.get("conversations") or []
+        lines += [t.get("content") or t.get("value") or "" for t in turns]
+    return lines
+
+
+def build(output_dir: Path) -> dict[str, int]:
+    """Write tokenizer and model files into ``output_dir``; return size figures."""
+    import torch
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from transformers import GenerationConfig, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+    tok = Tokenizer(models.BPE(unk_token=None, byte_fallback=False))
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=VOCAB_SIZE,
+        special_tokens=[],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(corpus_lines(), trainer=trainer)
+    tok.add_special_tokens(SPECIAL_TOKENS)
+
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        model_max_length=32768,
+        clean_up_tokenization_spaces=False,
+        chat_template=CHAT_TEMPLATE,
+    )
+    fast.save_pretrained(output_dir)
+    config_path = output_dir / "tokenizer_config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config.update(tokenizer_class="Qwen2Tokenizer", split_special_tokens=False, add_bos_token=False)
+    config_path.write_text(json.dumps(config, ensure_ascii=False, indent=2), encoding="utf-8")
+
+    eos_id = tok.token_to_id("<|im_end|>")
+    pad_id = tok.token_to_id("<|endoftext|>")
+    torch.manual_seed(SEED)
+    model_config = Qwen2Config(
+        vocab_size=tok.get_vocab_size(),
+        hidden_size=64,
+        intermediate_size=172,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        tie_word_embeddings=True,
+        bos_token_id=pad_id,
+        eos_token_id=eos_id,
+        pad_token_id=pad_id,
+        torch_dtype="float32",
+    )
+    model = Qwen2ForCausalLM(model_config)
+    losses = pretrain(model, fast, CORPUS_FILES[0].read_text(encoding="utf-8").splitlines())
+    model.generation_config = GenerationConfig(
+        bos_token_id=pad_id, eos_token_id=[eos_id, pad_id], pad_token_id=pad_id, do_sample=False
+    )
+    model.save_pretrained(output_dir, safe_serialization=True)
+    return {
+        "vocab_size": tok.get_vocab_size(),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "pretrain_first_loss": round(losses[0], 4),
+        "pretrain_last_loss": round(losses[-1], 4),
+    }
+
+
+def pretrain(model, tokenizer, lines: list[str]) -> list[float]:  # noqa: ANN001 (torch/transformers types)
+    """A few deterministic epochs of causal-LM training on the corpus; returns the per-step losses."""
+    import torch
+
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+    ids: list[int] = []
+    for line in lines:
+        if line.strip():
+            ids += tokenizer(line)["input_ids"] + [tokenizer.eos_token_id]
+    n = PRETRAIN["seq_len"]
+    blocks = torch.tensor(ids[: len(ids) // n * n]).view(-1, n)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=PRETRAIN["lr"])
+    model.train()
+    losses = []
+    for _ in range(PRETRAIN["epochs"]):
+        for batch in blocks.split(PRETRAIN["batch_size"]):
+            loss = model(input_ids=batch, labels=batch).loss
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+            losses.append(loss.item())
+    model.eval()
+    return losses
+
+
+def main() -> None:
+    from dagster_pipes import open_dagster_pipes
+
+    with open_dagster_pipes() as pipes:
+        out = Path(pipes.get_extra("output_dir"))
+        figures = build(out)
+        pipes.log.info(f"built tiny Qwen2 model in {out}: {figures}")
+        pipes.report_asset_materialization(metadata=figures)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1:
+        print(build(Path(sys.argv[1])))
+    else:
+        main()
