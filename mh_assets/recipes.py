@@ -19,18 +19,19 @@ def _flag_value(value: Any) -> str:
     return str(value)
 
 
-def _to_args(obj: Any) -> list[str]:
-    """``--name value`` pairs for every field that is set (``None`` means: leave swift's default)."""
-    args: list[str] = []
+def flags(obj: Any) -> list[tuple[str, list[str]]]:
+    """``(name, values)`` for every field that is set (``None`` means: leave swift's default)."""
+    pairs = []
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
-        if value is None:
-            continue
-        if isinstance(value, (list, tuple)):
-            args += [f"--{f.name}", *(_flag_value(v) for v in value)]
-        else:
-            args += [f"--{f.name}", _flag_value(value)]
-    return args
+        if value is not None:
+            values = value if isinstance(value, (list, tuple)) else [value]
+            pairs.append((f.name, [_flag_value(v) for v in values]))
+    return pairs
+
+
+def _to_args(obj: Any) -> list[str]:
+    return [arg for name, values in flags(obj) for arg in (f"--{name}", *values)]
 
 
 @dataclass(frozen=True)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 from mh_assets.lanes import Lane
 from mh_assets.modelcard import score_table
+from mh_assets.recipes import flags
 
 
 def experiment_report(
@@ -17,7 +17,7 @@ def experiment_report(
     gate_lines: list[str],
     facts: dict[str, Any],
 ) -> str:
-    recipe = "\n".join(f"| {k} | {v} |" for k, v in dataclasses.asdict(lane.recipe).items())
+    recipe = "\n".join(f"| {name} | {' '.join(values)} |" for name, values in flags(lane.recipe))
     gpus = ", ".join(g["name"] for g in facts.get("gpus", [])) or "none (CPU)"
     swanlab = training.get("swanlab_url") or training.get("swanlab_log_dir") or "disabled"
     return f"""# Experiment report: {lane.swanlab_exp_name}

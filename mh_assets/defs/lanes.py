@@ -225,27 +225,23 @@ def build_lane(lane: Lane) -> tuple[list[dg.AssetsDefinition], list[dg.AssetChec
             )
             metadata = _child_metadata(inv)
             checkpoint = Path(str(metadata.pop("last_model_checkpoint").value)).name
-            (tmp / "summary.json").write_text(
-                json.dumps(
-                    {k: v.value for k, v in metadata.items()}
-                    | {"checkpoint": checkpoint, "command": run.to_cli(devices)},
-                    ensure_ascii=False,
-                    indent=2,
-                ),
-                encoding="utf-8",
-            )
             version = hash_tree(
                 tmp / checkpoint,
                 exclude=("optimizer", "rng_state", "scheduler", "trainer_state", "training_args", "args.json"),
             )
-            final = publish(tmp, f"{context.run.run_id[:8]}-{version[:8]}")
+            name = f"{context.run.run_id[:8]}-{version[:8]}"
+            # The command that reproduces this run writes where this run's result now lives.
+            command = dataclasses.replace(run, output_dir=str(tmp.parent / name)).to_cli(devices)
+            summary = {k: v.value for k, v in metadata.items()} | {"checkpoint": checkpoint, "command": command}
+            (tmp / "summary.json").write_text(json.dumps(summary, ensure_ascii=False, indent=2), encoding="utf-8")
+            final = publish(tmp, name)
         return dg.MaterializeResult(
             data_version=dg.DataVersion(version),
             metadata={
                 **metadata,
                 "checkpoint": dg.MetadataValue.path(str(final / checkpoint)),
+                "swift_command": dg.MetadataValue.md(f"```\n{command}\n```"),
                 "dataset_sha256": json.loads((snapshot / "manifest.json").read_text())["sha256"],
-                "swift_command": dg.MetadataValue.md(f"```\n{run.to_cli(devices)}\n```"),
             },
         )
 
