@@ -10,6 +10,7 @@ import dagster as dg
 import pytest
 
 from mh_assets import defs
+from mh_assets.defs.lanes import STAGES
 from mh_assets.lanes import LANES
 from mh_assets.swiftlog import parse_logging
 from mh_assets_tests.conftest import REPO, cli_env, fresh_dagster_home
@@ -48,18 +49,7 @@ def test_every_step_and_check_succeeds(tiny_run):
     }
     assert keys == {
         "dataset_snapshot",
-        *(
-            TINY.key(s)
-            for s in (
-                "base_model",
-                "training_env",
-                "lora_adapter",
-                "merged_model",
-                "benchmark_scores",
-                "hub_upload",
-                "experiment_report",
-            )
-        ),
+        *(TINY.key(s) for s in STAGES),
     }
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
     assert checks == {
