@@ -4,7 +4,13 @@ import os
 
 import dagster as dg
 
-from mh_assets.defs.data import dataset_snapshot, snapshot_not_empty
+from mh_assets.defs.data import (
+    DATA_CHECKS,
+    DatasetSourceResource,
+    dataset_snapshot,
+    dataset_source,
+    dataset_source_schedule,
+)
 from mh_assets.defs.lanes import build_lane
 from mh_assets.defs.resources import GpuResource, ProcessGroupPipesClient, SwanLabResource
 from mh_assets.lanes import LANES
@@ -26,11 +32,13 @@ lane_jobs = [
 ]
 
 defs = dg.Definitions(
-    assets=[dataset_snapshot, *lane_assets],
-    asset_checks=[snapshot_not_empty, *lane_checks],
+    assets=[dataset_source, dataset_snapshot, *lane_assets],
+    asset_checks=[*DATA_CHECKS, *lane_checks],
     jobs=lane_jobs,
+    schedules=[dataset_source_schedule],
     resources={
         "pipes": ProcessGroupPipesClient(),
+        "dataset": DatasetSourceResource(source=os.environ.get("MH_DATASET_SOURCE", "")),
         "gpu": GpuResource(visible_devices=os.environ.get("MH_GPU_DEVICES")),
         "swanlab": SwanLabResource(
             mode=os.environ.get("MH_SWANLAB_MODE"),

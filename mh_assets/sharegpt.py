@@ -111,22 +111,27 @@ def normalize_record(obj: Any) -> tuple[str, list[dict[str, str]]]:
 
 
 def read_records(path: Path) -> Iterator[tuple[int, bytes | Any]]:
-    """Yield ``(line_number, raw_line_bytes)`` for a .jsonl file, ``(index, element)`` for a .json list.
+    """Yield ``(line_number, raw_line_bytes)`` for a .jsonl file, ``(element_number, element)`` for a .json list.
 
-    Streams .jsonl files; blank lines are skipped and not counted; a BOM and CRLF endings are accepted.
+    Streams .jsonl files; blank lines are skipped and not counted; a BOM and CRLF endings are accepted. A .json
+    file that does not decode or parse as a whole is one record (line 1), refused by the same rules.
     """
     if path.suffix == ".json":
-        data = json.loads(path.read_bytes().decode("utf-8-sig"))
-        items = data if isinstance(data, list) else [data]
-        yield from enumerate(items, start=1)
+        raw = path.read_bytes()
+        try:
+            data = json.loads(raw.decode("utf-8-sig"))
+        except (UnicodeDecodeError, ValueError):
+            yield 1, raw
+            return
+        yield from enumerate(data if isinstance(data, list) else [data], start=1)
         return
     with path.open("rb") as fh:
-        for lineno, raw in enumerate(fh, start=1):
-            if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
-                raw = raw[3:]
-            raw = raw.rstrip(b"\r\n")
-            if raw.strip():
-                yield lineno, raw
+        for lineno, line in enumerate(fh, start=1):
+            if lineno == 1 and line.startswith(b"\xef\xbb\xbf"):
+                line = line[3:]
+            line = line.rstrip(b"\r\n")
+            if line.strip():
+                yield lineno, line
 
 
 def _conversation_key(messages: list[dict[str, str]]) -> str:
@@ -164,10 +169,25 @@ def validate(records: Iterable[tuple[str, int, bytes | Any]]) -> Iterator[Kept |
         yield Kept(source, line, schema, messages)
 
 
+# Files a hub repository carries beside its data.
+METADATA_FILES = {"dataset_infos.json", "dataset_info.json", "configuration.json", "state.json"}
+
+
 def source_files(source: Path) -> list[Path]:
-    """The data files of a source: the file itself, or the .jsonl/.json files of a folder, sorted."""
+    """The data files of a source: the file itself, or the .jsonl/.json files of a folder (hidden paths and hub
+    metadata files skipped), sorted. A missing or unreadable source raises ``OSError`` naming it."""
     if source.is_dir():
-        files = sorted(p for p in source.rglob("*") if p.suffix in (".jsonl", ".json") and p.is_file())
+        try:
+            files = sorted(
+                p
+                for p in source.rglob("*")
+                if p.suffix in (".jsonl", ".json")
+                and p.name not in METADATA_FILES
+                and not any(part.startswith(".") for part in p.relative_to(source).parts)
+                and p.is_file()
+            )
+        except OSError as exc:
+            raise OSError(f"cannot read dataset folder {source}: {exc.strerror or exc}") from exc
         if not files:
             raise FileNotFoundError(f"dataset folder {source} holds no .jsonl or .json file")
         return files

@@ -1,56 +1,144 @@
 """Write a dataset snapshot: ``train.jsonl`` (kept, normalized), ``quarantine.jsonl`` (refused, with reasons),
-``manifest.json`` (counts and hashes). Plain module: no dagster, no torch."""
+``manifest.json`` (counts, hashes, personal-data findings, token lengths per lane). Streams the input: memory does
+not grow with the number of records (beyond one small integer per conversation for the length statistics).
+Plain module: no dagster, no torch.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mh_assets.lanes import Lane
+from mh_assets.lengths import LaneLengths, LengthCounter, render_chatml, summarize
+from mh_assets.models import model_dir
+from mh_assets.pii import KINDS, find_pii
 from mh_assets.sharegpt import Kept, read_records, source_files, validate
+from mh_assets.store import latest
 
 SAMPLE_DATASET = Path(__file__).parent / "data" / "sample_conversations.jsonl"
+PII_LINES_KEPT = 50
 
 
-def build_snapshot(source: Path, out: Path) -> dict[str, Any]:
+@dataclass
+class LengthPlan:
+    """The tokenizers to count with (key -> ``tokenizers.Tokenizer``) and which one each lane uses."""
+
+    tokenizers: dict[str, Any] = field(default_factory=dict)
+    lanes: dict[str, LaneLengths] = field(default_factory=dict)
+
+
+def plan_lengths(lanes: Iterable[Lane]) -> LengthPlan:
+    """Each lane counts with its base model's tokenizer when that model is materialized; otherwise (and always
+    for the tiny lane) with the tiny tokenizer, saying so. Distinct tokenizers are loaded once."""
+    from tokenizers import Tokenizer
+
+    from mh_assets.tiny_tokenizer import train_tokenizer
+
+    plan = LengthPlan()
+    lanes = list(lanes)
+    tiny_folder = next((latest(x.key("base_model")) for x in lanes if x.is_builtin), None)
+    for lane in lanes:
+        folder = None if lane.is_builtin else latest(lane.key("base_model"))
+        tokenizer_file = model_dir(folder) / "tokenizer.json" if folder else None
+        if tokenizer_file and tokenizer_file.is_file():
+            key, description = str(tokenizer_file), f"{lane.base_model} tokenizer"
+            if key not in plan.tokenizers:
+                plan.tokenizers[key] = Tokenizer.from_file(key)
+        else:
+            key = "tiny"
+            description = "tiny tokenizer" + (
+                "" if lane.is_builtin else f" (stand-in: {lane.key('base_model')} is not materialized)"
+            )
+            if key not in plan.tokenizers:
+                tiny_file = tiny_folder / "tokenizer.json" if tiny_folder else None
+                plan.tokenizers[key] = (
+                    Tokenizer.from_file(str(tiny_file)) if tiny_file and tiny_file.is_file() else train_tokenizer()
+                )
+        plan.lanes[lane.size] = LaneLengths(key, lane.recipe.max_length, description)
+    return plan
+
+
+def _read_error(path: Path, exc: OSError) -> OSError:
+    return OSError(f"cannot read dataset file {path}: {exc.strerror or exc}")
+
+
+def build_snapshot(
+    source: Path,
+    out: Path,
+    lengths: LengthPlan | None = None,
+    label: str | None = None,
+    revision: str | None = None,
+    limits: dict[str, float] | None = None,
+) -> dict[str, Any]:
     """Validate every record of ``source`` into ``out`` and return the manifest (also written to disk)."""
     files = source_files(source)
     rel = (lambda p: p.relative_to(source).as_posix()) if source.is_dir() else (lambda p: p.name)
-    records = ((rel(f), line, raw) for f in files for line, raw in read_records(f))
+
+    def records():
+        for f in files:
+            try:
+                for line, raw in read_records(f):
+                    yield rel(f), line, raw
+            except OSError as exc:
+                raise _read_error(f, exc) from exc
+
+    plan = lengths or LengthPlan()
+    counter = LengthCounter(plan.tokenizers)
     digest = hashlib.sha256()
     reasons: Counter[str] = Counter()
     schemas: Counter[str] = Counter()
     turns: Counter[int] = Counter()
+    pii: dict[str, dict[str, Any]] = {kind: {"count": 0, "lines": []} for kind in KINDS}
     kept = 0
     with (
         (out / "train.jsonl").open("w", encoding="utf-8") as train,
         (out / "quarantine.jsonl").open("w", encoding="utf-8") as quarantine,
     ):
-        for result in validate(records):
-            if isinstance(result, Kept):
-                line = json.dumps({"messages": result.messages}, ensure_ascii=False) + "\n"
-                train.write(line)
-                digest.update(line.encode())
-                kept += 1
-                schemas[result.schema] += 1
-                turns[len(result.messages)] += 1
-            else:
+        for result in validate(records()):
+            if not isinstance(result, Kept):
                 quarantine.write(json.dumps(result.to_json(), ensure_ascii=False) + "\n")
                 reasons[result.reason] += 1
+                continue
+            line = json.dumps({"messages": result.messages}, ensure_ascii=False) + "\n"
+            train.write(line)
+            digest.update(line.encode())
+            kept += 1
+            schemas[result.schema] += 1
+            turns[len(result.messages)] += 1
+            for kind, n in find_pii(line).items():
+                pii[kind]["count"] += n
+                if len(pii[kind]["lines"]) < PII_LINES_KEPT:
+                    pii[kind]["lines"].append(f"{result.source}:{result.line}")
+            if plan.tokenizers:
+                counter.add(render_chatml(result.messages))
     quarantined = sum(reasons.values())
     manifest = {
-        "source": str(source),
+        "source": label or str(source),
         "files": [rel(f) for f in files],
-        "revision": None,
+        "revision": revision,
         "rows_in": kept + quarantined,
         "rows_kept": kept,
         "rows_quarantined": quarantined,
+        "quarantine_share": quarantined / (kept + quarantined) if kept + quarantined else 0.0,
         "quarantine_reasons": dict(reasons.most_common()),
         "schemas": dict(schemas),
         "turns_per_conversation": {str(k): v for k, v in sorted(turns.items())},
+        "pii": {kind: found for kind, found in pii.items() if found["count"]},
+        "token_lengths": {
+            lane: {
+                "tokenizer": spec.description,
+                **summarize(counter.lengths(spec.tokenizer), spec.max_length),
+            }
+            for lane, spec in plan.lanes.items()
+        },
         "sha256": digest.hexdigest(),
+        "limits": limits or {},
     }
     (out / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=False, indent=2), encoding="utf-8")
     return manifest

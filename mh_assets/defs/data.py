@@ -1,60 +1,186 @@
-"""The dataset snapshot shared by every lane, and its checks."""
+"""The dataset every lane trains on: its observed source, the validated snapshot, and the snapshot's checks."""
 
 import json
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 from pydantic import Field
 
-from mh_assets.snapshot import SAMPLE_DATASET, build_snapshot
+from mh_assets.lanes import LANES
+from mh_assets.lengths import histogram_markdown
+from mh_assets.snapshot import build_snapshot, plan_lengths
+from mh_assets.sources import SourceError, fingerprint, parse_source, resolve
 from mh_assets.store import latest, publish, staging
 
 SNAPSHOT = "dataset_snapshot"
+SOURCE = "dataset_source"
+LONG_SHARE_WARN = 0.05
+
+
+class DatasetSourceResource(dg.ConfigurableResource):
+    """The dataset a team trains on: a path, ``modelscope:ID[@REV]`` or ``hf:ID[@REV]``; empty: the shipped sample."""
+
+    source: str = ""
 
 
 class SnapshotConfig(dg.Config):
-    source: str = Field(
-        default="",
-        description="A .jsonl/.json file or a folder of them; empty means the sample shipped with mh_assets.",
+    source: str = Field(default="", description="Overrides the dataset_source resource for this run.")
+    max_quarantine_share: float = Field(default=0.05, description="Blocking: refused rows / all rows must stay under.")
+
+
+def _resolve(text: str) -> tuple[Path, str | None, str, list[str]]:
+    source = parse_source(text)
+    try:
+        path, revision, notes = resolve(source)
+    except (SourceError, OSError) as exc:
+        raise dg.Failure(description=str(exc)) from exc
+    return path, revision, source.label, notes
+
+
+@dg.observable_source_asset(name=SOURCE, group_name="data", description="The dataset source, observed by content.")
+def dataset_source(context: dg.AssetExecutionContext, dataset: DatasetSourceResource) -> dg.ObserveResult:
+    path, revision, label, notes = _resolve(dataset.source)
+    for note in notes:
+        context.log.warning(note)
+    try:
+        version = fingerprint(path)
+    except OSError as exc:
+        raise dg.Failure(description=str(exc)) from exc
+    return dg.ObserveResult(
+        data_version=dg.DataVersion(version), metadata={"source": label, "revision": revision or "", "sha256": version}
     )
 
 
-@dg.asset(name=SNAPSHOT, group_name="data", kinds={"json"})
-def dataset_snapshot(context: dg.AssetExecutionContext, config: SnapshotConfig) -> dg.MaterializeResult:
-    """ShareGPT / messages conversations, validated and normalized into an immutable folder named by content hash."""
-    source = Path(config.source).expanduser().resolve() if config.source else SAMPLE_DATASET
+@dg.asset(
+    name=SNAPSHOT,
+    deps=[dataset_source],
+    group_name="data",
+    kinds={"json"},
+    automation_condition=dg.AutomationCondition.eager(),
+)
+def dataset_snapshot(
+    context: dg.AssetExecutionContext, config: SnapshotConfig, dataset: DatasetSourceResource
+) -> dg.MaterializeResult:
+    """Conversations validated by the stated rules into an immutable folder named by content hash; refused rows
+    are kept aside in quarantine.jsonl with their reasons."""
+    path, revision, label, notes = _resolve(config.source or dataset.source)
+    for note in notes:
+        context.log.warning(note)
     with staging(SNAPSHOT) as tmp:
         try:
-            manifest = build_snapshot(source, tmp)
-        except FileNotFoundError as exc:
+            manifest = build_snapshot(
+                path,
+                tmp,
+                plan_lengths(LANES.values()),
+                label=label,
+                revision=revision,
+                limits={"max_quarantine_share": config.max_quarantine_share},
+            )
+        except OSError as exc:
             raise dg.Failure(description=str(exc)) from exc
         final = publish(tmp, manifest["sha256"][:16])
     context.log.info(f"snapshot {final}: kept {manifest['rows_kept']} of {manifest['rows_in']} records")
     return dg.MaterializeResult(
-        data_version=dg.DataVersion(manifest["sha256"]),
-        metadata={
-            "path": dg.MetadataValue.path(str(final)),
-            "source": str(source),
-            "rows_in": manifest["rows_in"],
-            "rows_kept": manifest["rows_kept"],
-            "rows_quarantined": manifest["rows_quarantined"],
-            "quarantine_reasons": dg.MetadataValue.json(manifest["quarantine_reasons"]),
-            "schemas": dg.MetadataValue.json(manifest["schemas"]),
-            "sha256": manifest["sha256"],
-        },
+        data_version=dg.DataVersion(manifest["sha256"]), metadata=snapshot_metadata(final, manifest)
     )
+
+
+def snapshot_metadata(folder: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    metadata: dict[str, Any] = {
+        "path": dg.MetadataValue.path(str(folder)),
+        "source": manifest["source"],
+        "revision": manifest["revision"] or "",
+        "rows_in": manifest["rows_in"],
+        "rows_kept": manifest["rows_kept"],
+        "rows_quarantined": manifest["rows_quarantined"],
+        "quarantine_share": manifest["quarantine_share"],
+        "quarantine_reasons": dg.MetadataValue.json(manifest["quarantine_reasons"]),
+        "schemas": dg.MetadataValue.json(manifest["schemas"]),
+        "turns_per_conversation": dg.MetadataValue.json(manifest["turns_per_conversation"]),
+        "personal_data": dg.MetadataValue.json({k: v["count"] for k, v in manifest["pii"].items()}),
+        "sha256": manifest["sha256"],
+    }
+    for lane, stats in manifest["token_lengths"].items():
+        for figure in ("p50", "p95", "max", "share_over_max_length"):
+            metadata[f"tokens_{lane}/{figure}"] = stats[figure]
+        metadata[f"tokens_{lane}/histogram"] = dg.MetadataValue.md(
+            f"{stats['tokenizer']}, max_length {stats['max_length']}\n\n{histogram_markdown(stats)}"
+        )
+    return metadata
+
+
+def _manifest() -> dict[str, Any]:
+    folder = latest(SNAPSHOT)
+    if folder is None:
+        raise dg.Failure(description=f"{SNAPSHOT} has not been materialized")
+    return json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
 
 
 @dg.asset_check(asset=SNAPSHOT, blocking=True, description="The snapshot holds at least one conversation.")
 def snapshot_not_empty() -> dg.AssetCheckResult:
-    folder = latest(SNAPSHOT)
-    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8")) if folder else {}
-    kept = manifest.get("rows_kept", 0)
+    manifest = _manifest()
+    kept = manifest["rows_kept"]
     return dg.AssetCheckResult(
         passed=kept > 0,
-        severity=dg.AssetCheckSeverity.ERROR,
         metadata={"rows_kept": kept},
         description=f"{kept} conversations kept"
         if kept
-        else f"no conversation survived validation ({manifest.get('quarantine_reasons')})",
+        else f"no conversation survived validation ({manifest['quarantine_reasons']})",
     )
+
+
+@dg.asset_check(
+    asset=SNAPSHOT, blocking=True, description="The share of refused rows stays under the configured limit."
+)
+def quarantine_share_ok() -> dg.AssetCheckResult:
+    manifest = _manifest()
+    share, limit = manifest["quarantine_share"], manifest.get("limits", {}).get("max_quarantine_share", 0.05)
+    top = ", ".join(f"{reason} {n}" for reason, n in list(manifest["quarantine_reasons"].items())[:3])
+    return dg.AssetCheckResult(
+        passed=share < limit or manifest["rows_quarantined"] == 0,
+        metadata={"quarantine_share": share, "limit": limit},
+        description=f"{manifest['rows_quarantined']} of {manifest['rows_in']} rows refused ({share:.1%}, limit "
+        f"{limit:.1%})" + (f"; top reasons: {top}" if top else ""),
+    )
+
+
+@dg.asset_check(asset=SNAPSHOT, description="No phone numbers, ID card numbers or e-mail addresses in kept rows.")
+def no_personal_data() -> dg.AssetCheckResult:
+    found = _manifest()["pii"]
+    where = "; ".join(f"{kind} x{v['count']} at {', '.join(v['lines'][:10])}" for kind, v in found.items())
+    return dg.AssetCheckResult(
+        passed=not found,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={kind: v["count"] for kind, v in found.items()},
+        description=f"personal data in kept rows (values not shown): {where}" if found else "none found",
+    )
+
+
+@dg.asset_check(
+    asset=SNAPSHOT, description=f"At most {LONG_SHARE_WARN:.0%} of conversations exceed a lane's max_length."
+)
+def conversations_fit_max_length() -> dg.AssetCheckResult:
+    stats = _manifest()["token_lengths"]
+    long = {lane: s for lane, s in stats.items() if s["share_over_max_length"] > LONG_SHARE_WARN}
+    return dg.AssetCheckResult(
+        passed=not long,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={f"{lane}_share_over": s["share_over_max_length"] for lane, s in stats.items()},
+        description="; ".join(
+            f"{lane}: {s['over_max_length']} of {s['n']} conversations ({s['share_over_max_length']:.1%}) exceed "
+            f"max_length {s['max_length']} (p95 {s['p95']} tokens, {s['tokenizer']})"
+            for lane, s in long.items()
+        )
+        or "every lane's conversations fit its max_length",
+    )
+
+
+DATA_CHECKS = [snapshot_not_empty, quarantine_share_ok, no_personal_data, conversations_fit_max_length]
+observe_dataset_source = dg.define_asset_job("observe_dataset_source", selection=[SOURCE])
+dataset_source_schedule = dg.ScheduleDefinition(
+    name="observe_dataset_source_schedule",
+    job=observe_dataset_source,
+    cron_schedule="*/15 * * * *",
+    description="Look at the dataset source; a changed content hash makes dataset_snapshot materialize (eager).",
+)

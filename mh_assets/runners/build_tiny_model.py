@@ -13,41 +13,10 @@ import json
 import sys
 from pathlib import Path
 
-DATA = Path(__file__).resolve().parent.parent / "data"
-CORPUS_FILES = (DATA / "tokenizer_corpus.txt", DATA / "sample_conversations.jsonl")
-VOCAB_SIZE = 3000
+from mh_assets.tiny_tokenizer import CORPUS_FILES, train_tokenizer
+
 SEED = 0
 PRETRAIN = {"epochs": 4, "seq_len": 128, "batch_size": 16, "lr": 3e-3}
-
-SPECIAL_TOKENS = [
-    "<|endoftext|>",
-    "<|im_start|>",
-    "<|im_end|>",
-    "<|object_ref_start|>",
-    "<|object_ref_end|>",
-    "<|box_start|>",
-    "<|box_end|>",
-    "<|quad_start|>",
-    "<|quad_end|>",
-    "<|vision_start|>",
-    "<|vision_end|>",
-    "<|vision_pad|>",
-    "<|image_pad|>",
-    "<|video_pad|>",
-    "<tool_call>",
-    "</tool_call>",
-    "<|fim_prefix|>",
-    "<|fim_middle|>",
-    "<|fim_suffix|>",
-    "<|fim_pad|>",
-    "<|repo_name|>",
-    "<|file_sep|>",
-]
-
-# Qwen2's pre-tokenizer split pattern.
-QWEN2_SPLIT = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
-)
 
 # The Qwen2.5 chat template (system default, tools and tool responses).
 CHAT_TEMPLATE = (
@@ -83,38 +52,12 @@ CHAT_TEMPLATE = (
 )
 
 
-def corpus_lines() -> list[str]:
-    lines = CORPUS_FILES[0].read_text(encoding="utf-8").splitlines()
-    for raw in CORPUS_FILES[1].read_text(encoding="utf-8").splitlines():
-        record = json.loads(raw)
-        turns = record.get("messages") or record.get("conversations") or []
-        lines += [t.get("content") or t.get("value") or "" for t in turns]
-    return lines
-
-
 def build(output_dir: Path) -> dict[str, int]:
     """Write tokenizer and model files into ``output_dir``; return size figures."""
     import torch
-    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
     from transformers import GenerationConfig, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
-    tok = Tokenizer(models.BPE(unk_token=None, byte_fallback=False))
-    tok.normalizer = normalizers.NFC()
-    tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated"),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-        ]
-    )
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=VOCAB_SIZE,
-        special_tokens=[],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(corpus_lines(), trainer=trainer)
-    tok.add_special_tokens(SPECIAL_TOKENS)
+    tok = train_tokenizer()
 
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok,
