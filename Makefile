@@ -30,7 +30,7 @@ demo: setup
 	$(PY) -m mh_assets.where tiny
 
 test: setup
-	$(VENV)/bin/ruff check mh_assets mh_assets_tests
+	$(VENV)/bin/ruff check mh_assets mh_assets_tests bench
 	$(VENV)/bin/pytest -q
 
 ui: setup

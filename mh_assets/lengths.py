@@ -12,15 +12,12 @@ QWEN_DEFAULT_SYSTEM = "You are Qwen, created by Alibaba Cloud. You are a helpful
 HISTOGRAM_EDGES = (0, 128, 256, 512, 1024, 1536, 2048, 3072, 4096, 8192)
 
 
-def render_chatml(messages: Sequence[dict[str, str]]) -> str:
-    """The conversation as the qwen2_5 template feeds it to the model (default system prompt when none)."""
-    parts = (
-        []
-        if messages and messages[0]["role"] == "system"
-        else [f"<|im_start|>system\n{QWEN_DEFAULT_SYSTEM}<|im_end|>\n"]
-    )
-    parts += [f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages]
-    return "".join(parts)
+SEPARATOR = "<|im_end|>"  # a special token: a hard boundary for every tokenizer that has it
+
+
+def template_turn(role: str, content: str = "") -> str:
+    """One turn as the qwen2_5 template writes it."""
+    return f"<|im_start|>{role}\n{content}<|im_end|>\n"
 
 
 @dataclass
@@ -34,25 +31,50 @@ class LaneLengths:
 
 @dataclass
 class LengthCounter:
-    """Streams texts in batches through each distinct tokenizer once; keeps one compact array per tokenizer."""
+    """Counts each conversation's tokens as the qwen2_5 template feeds it to the model, streaming in batches through
+    each distinct tokenizer once and keeping one compact array per tokenizer.
+
+    Special tokens split the text before BPE, and the Qwen2 pre-tokenizer splits at the newline after the role,
+    so a conversation's count is the template's framing (a constant per role, plus the default system turn when
+    the conversation has none) plus its contents' tokens. Only the contents are tokenized, joined by ``SEPARATOR``.
+    ``mh_assets_tests/test_lengths.py`` holds this equal to tokenizing the whole rendered text.
+    """
 
     tokenizers: dict[str, Any]
     batch_size: int = 1024
     _pending: list[str] = field(default_factory=list)
+    _framing: list[tuple[tuple[str, ...], bool]] = field(default_factory=list)
     _lengths: dict[str, array] = field(default_factory=dict)
+    _constants: dict[tuple[str, str], int] = field(default_factory=dict)
 
-    def add(self, text: str) -> None:
-        self._pending.append(text)
+    def add(self, messages: Sequence[dict[str, str]]) -> None:
+        self._pending.append(SEPARATOR.join(m["content"] for m in messages))
+        roles = tuple(m["role"] for m in messages)
+        self._framing.append((roles, not roles or roles[0] != "system"))
         if len(self._pending) >= self.batch_size:
             self.flush()
+
+    def _constant(self, key: str, text: str) -> int:
+        if (key, text) not in self._constants:
+            ids = self.tokenizers[key].encode(text, add_special_tokens=False).ids
+            self._constants[key, text] = len(ids)
+        return self._constants[key, text]
 
     def flush(self) -> None:
         if not self._pending:
             return
         for key, tokenizer in self.tokenizers.items():
+            default_system = self._constant(key, template_turn("system", QWEN_DEFAULT_SYSTEM))
             encodings = tokenizer.encode_batch(self._pending, add_special_tokens=False)
-            self._lengths.setdefault(key, array("I")).extend(len(e.ids) for e in encodings)
+            self._lengths.setdefault(key, array("I")).extend(
+                len(e.ids)
+                - (len(roles) - 1)  # the separators
+                + sum(self._constant(key, template_turn(role)) for role in roles)
+                + (default_system if prefixed else 0)
+                for e, (roles, prefixed) in zip(encodings, self._framing, strict=True)
+            )
         self._pending.clear()
+        self._framing.clear()
 
     def lengths(self, key: str) -> array:
         self.flush()

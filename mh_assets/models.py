@@ -9,7 +9,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 HUB_ENDPOINTS = {
-    "modelscope": ("MODELSCOPE_DOMAIN", "https://www.modelscope.cn"),
+    "modelscope": ("MODELSCOPE_ENDPOINT", "https://www.modelscope.cn"),
     "huggingface": ("HF_ENDPOINT", "https://huggingface.co"),
 }
 POINTER = "source.json"

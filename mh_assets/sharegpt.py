@@ -134,14 +134,14 @@ def read_records(path: Path) -> Iterator[tuple[int, bytes | Any]]:
                 yield lineno, line
 
 
-def _conversation_key(messages: list[dict[str, str]]) -> str:
+def _conversation_key(messages: list[dict[str, str]]) -> bytes:
     canon = json.dumps([[m["role"], m["content"]] for m in messages], ensure_ascii=False)
-    return hashlib.sha256(canon.encode()).hexdigest()
+    return hashlib.sha256(canon.encode()).digest()[:16]  # 16 bytes: compact, collisions negligible
 
 
 def validate(records: Iterable[tuple[str, int, bytes | Any]]) -> Iterator[Kept | Refused]:
     """Apply the rules in order to ``(source, line, raw)`` records; duplicates are checked across all of them."""
-    seen: set[str] = set()
+    seen: set[bytes] = set()
     for source, line, raw in records:
         if isinstance(raw, bytes):
             try:

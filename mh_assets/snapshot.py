@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from mh_assets.lanes import Lane
-from mh_assets.lengths import LaneLengths, LengthCounter, render_chatml, summarize
+from mh_assets.lengths import LaneLengths, LengthCounter, summarize
 from mh_assets.models import model_dir
 from mh_assets.pii import KINDS, find_pii
 from mh_assets.sharegpt import Kept, read_records, source_files, validate
@@ -116,7 +116,7 @@ def build_snapshot(
                 if len(pii[kind]["lines"]) < PII_LINES_KEPT:
                     pii[kind]["lines"].append(f"{result.source}:{result.line}")
             if plan.tokenizers:
-                counter.add(render_chatml(result.messages))
+                counter.add(result.messages)
     quarantined = sum(reasons.values())
     manifest = {
         "source": label or str(source),

@@ -65,6 +65,8 @@ def hub_cache(hub: str) -> Path:
 def _download(source: Source, offline: bool) -> Path:
     cache = hub_cache(source.kind)
     if source.kind == "modelscope":
+        # the SDK writes a session file under MODELSCOPE_HOME (default ~/.modelscope) even when offline
+        os.environ.setdefault("MODELSCOPE_HOME", str(artifacts_dir() / ".cache" / "modelscope-home"))
         from modelscope.hub.snapshot_download import snapshot_download
 
         return Path(
@@ -113,9 +115,8 @@ def resolve(source: Source) -> tuple[Path, str | None, list[str]]:
 
 
 def _revision(folder: Path, source: Source) -> str | None:
-    if source.kind == "huggingface" and folder.parent.name == "snapshots":
-        return folder.name  # the commit hash the cache resolved the revision to
-    return source.revision
+    """Hugging Face caches by commit hash, ModelScope by revision name: the snapshot folder's name says which."""
+    return folder.name if folder.parent.name == "snapshots" else source.revision
 
 
 def fingerprint(path: Path) -> str:

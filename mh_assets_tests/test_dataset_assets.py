@@ -10,7 +10,12 @@ from mh_assets import defs
 from mh_assets.defs.data import DatasetSourceResource
 
 GOOD = [
-    {"messages": [{"role": "user", "content": f"第{i}次来访，我有点紧张。"}, {"role": "assistant", "content": "谢谢你来。"}]}
+    {
+        "messages": [
+            {"role": "user", "content": f"第{i}次来访，我有点紧张。"},
+            {"role": "assistant", "content": "谢谢你来。"},
+        ]
+    }
     for i in range(30)
 ]
 
@@ -55,8 +60,12 @@ def test_bad_rows_over_the_limit_stop_the_line(tmp_path: Path):
 
 
 def test_personal_data_is_reported_without_values(tmp_path: Path, artifacts: Path):
-    leaky = {"messages": [{"role": "user", "content": "打我电话 13912345678 或写信 me@example.com"},
-                          {"role": "assistant", "content": "谢谢信任，不过请别在这里留联系方式。"}]}
+    leaky = {
+        "messages": [
+            {"role": "user", "content": "打我电话 13912345678 或写信 me@example.com"},
+            {"role": "assistant", "content": "谢谢信任，不过请别在这里留联系方式。"},
+        ]
+    }
     src = _write(tmp_path / "d.jsonl", [*GOOD, leaky])
     with dg.instance_for_test() as instance:
         result = _snapshot(src, instance)
@@ -75,7 +84,9 @@ def test_metadata_has_length_statistics_per_lane(tmp_path: Path):
         result = _snapshot(src, instance)
     meta = result.asset_materializations_for_node("dataset_snapshot")[0].metadata
     for lane in ("tiny", "7b", "32b"):
-        assert 0 < meta[f"tokens_{lane}/p50"].value <= meta[f"tokens_{lane}/p95"].value <= meta[f"tokens_{lane}/max"].value
+        assert (
+            0 < meta[f"tokens_{lane}/p50"].value <= meta[f"tokens_{lane}/p95"].value <= meta[f"tokens_{lane}/max"].value
+        )
         assert meta[f"tokens_{lane}/share_over_max_length"].value == 0.0
     assert "stand-in: base_model_7b is not materialized" in meta["tokens_7b/histogram"].value
     assert meta["rows_kept"].value == 30 and meta["quarantine_share"].value == 0.0

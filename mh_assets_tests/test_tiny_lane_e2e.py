@@ -54,6 +54,9 @@ def test_every_step_and_check_succeeds(tiny_run):
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
     assert checks == {
         "snapshot_not_empty": True,
+        "quarantine_share_ok": True,
+        "no_personal_data": True,
+        "conversations_fit_max_length": True,
         "flash_attn_available": True,
         "precision_supported": True,
         "meets_thresholds": True,
