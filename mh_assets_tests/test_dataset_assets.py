@@ -139,3 +139,17 @@ def test_resnapshot_of_unchanged_source_keeps_the_version(tmp_path: Path, reason
             for _ in range(2)
         }
     assert len(versions) == 1, reason
+
+
+def test_new_refusals_with_the_same_kept_rows_get_their_own_folder(tmp_path: Path, artifacts: Path):
+    src = _write(tmp_path / "d.jsonl", GOOD)
+    with dg.instance_for_test() as instance:
+        clean = _snapshot(src, instance)
+        _write(src, GOOD, ["{broken\n"])
+        dirty = _snapshot(src, instance)
+    versions = [
+        r.asset_materializations_for_node("dataset_snapshot")[0].tags["dagster/data_version"] for r in (clean, dirty)
+    ]
+    assert versions[0] == versions[1]  # what trains is unchanged: downstream stays fresh
+    manifest = json.loads((artifacts / "dataset_snapshot" / "latest" / "manifest.json").read_text())
+    assert manifest["rows_quarantined"] == 1 and manifest["quarantine_reasons"] == {"invalid_json": 1}

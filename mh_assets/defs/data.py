@@ -11,7 +11,7 @@ from mh_assets.lanes import LANES
 from mh_assets.lengths import histogram_markdown
 from mh_assets.snapshot import build_snapshot, plan_lengths
 from mh_assets.sources import SourceError, fingerprint, parse_source, resolve
-from mh_assets.store import latest, publish, staging
+from mh_assets.store import hash_tree, latest, publish, staging
 
 SNAPSHOT = "dataset_snapshot"
 SOURCE = "dataset_source"
@@ -79,7 +79,9 @@ def dataset_snapshot(
             )
         except OSError as exc:
             raise dg.Failure(description=str(exc)) from exc
-        final = publish(tmp, manifest["sha256"][:16])
+        # Named by everything in it (the same rows can be kept from sources that refuse different ones); the data
+        # version is train.jsonl's hash alone, so downstream stays fresh when what trains is unchanged.
+        final = publish(tmp, hash_tree(tmp)[:16])
     context.log.info(f"snapshot {final}: kept {manifest['rows_kept']} of {manifest['rows_in']} records")
     return dg.MaterializeResult(
         data_version=dg.DataVersion(manifest["sha256"]), metadata=snapshot_metadata(final, manifest)
