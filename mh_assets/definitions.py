@@ -9,8 +9,9 @@ from mh_assets.defs.data import (
     DatasetSourceResource,
     dataset_snapshot,
     dataset_source,
-    dataset_source_schedule,
+    observe_sources_schedule,
 )
+from mh_assets.defs.evaluation import EvalResource, eval_suite, reevaluate_job, reevaluate_schedule
 from mh_assets.defs.lanes import build_lane
 from mh_assets.defs.resources import GpuResource, ProcessGroupPipesClient, SwanLabResource
 from mh_assets.lanes import LANES
@@ -32,14 +33,20 @@ lane_jobs = [
 ]
 
 defs = dg.Definitions(
-    assets=[dataset_source, dataset_snapshot, *lane_assets],
+    assets=[dataset_source, eval_suite, dataset_snapshot, *lane_assets],
     asset_checks=[*DATA_CHECKS, *lane_checks],
-    jobs=lane_jobs,
-    schedules=[dataset_source_schedule],
+    jobs=[*lane_jobs, reevaluate_job],
+    schedules=[observe_sources_schedule, reevaluate_schedule],
     resources={
         "pipes": ProcessGroupPipesClient(),
         "dataset": DatasetSourceResource(source=os.environ.get("MH_DATASET_SOURCE", "")),
         "gpu": GpuResource(visible_devices=os.environ.get("MH_GPU_DEVICES")),
+        "evaluation": EvalResource(
+            judge_url=os.environ.get("MH_JUDGE_URL", ""),
+            judge_model=os.environ.get("MH_JUDGE_MODEL", ""),
+            ceval_path=os.environ.get("MH_CEVAL_PATH", ""),
+            cmmlu_path=os.environ.get("MH_CMMLU_PATH", ""),
+        ),
         "swanlab": SwanLabResource(
             mode=os.environ.get("MH_SWANLAB_MODE"),
             api_key=dg.EnvVar("SWANLAB_API_KEY") if os.environ.get("SWANLAB_API_KEY") else None,

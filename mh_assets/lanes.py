@@ -34,9 +34,11 @@ class Lane:
     swanlab_exp_name: str = ""
     swanlab_mode: str = "cloud"
     served_model_name: str = ""
-    # benchmark -> minimum accuracy (0..1) the merged model must reach before it may be published
-    thresholds: dict[str, float] = field(default_factory=dict)
-    eval_limit: int | None = None
+    # evaluation: how the model is reached by default (local | service | endpoint), the swift deploy backend for
+    # service mode, per-benchmark sample limits, and the reply length; gates live in mh_assets/gates.yaml
+    eval_mode: str = "service"
+    deploy_backend: str = "transformers"
+    eval_limits: dict[str, int] = field(default_factory=dict)
     eval_max_tokens: int = 512
     infer_torch_dtype: str = "bfloat16"
     hub_repo_id: str = ""
@@ -102,11 +104,9 @@ LANES: dict[str, Lane] = {
             swanlab_exp_name="mh-sft-tiny-lora",
             swanlab_mode="local",
             served_model_name="mh-sft-tiny",
-            # A 1 MB model answers an exam at chance level or below: the gate demands that every question was
-            # asked and answered, not that the model knows psychology.
-            thresholds={"pceb_mcq": 0.0},
-            eval_limit=20,
-            eval_max_tokens=16,
+            eval_mode="local",
+            eval_limits={"pceb_mcq": 30, "psyqa": 10, "safety": 10},
+            eval_max_tokens=48,
             infer_torch_dtype="float32",
             hub_repo_id="local/mh-sft-tiny",
         ),
@@ -118,7 +118,6 @@ LANES: dict[str, Lane] = {
             gpu=GpuNeeds(count=1, min_memory_gib=80, default_devices="0"),
             swanlab_exp_name="mh-sft-qwen2p5-7b-lora",
             served_model_name="mh-sft-7b",
-            thresholds={"pceb_mcq": 0.6},
             hub_repo_id="yourname/mh-sft-qwen2p5-7b",
         ),
         Lane(
@@ -129,7 +128,6 @@ LANES: dict[str, Lane] = {
             gpu=GpuNeeds(count=1, min_memory_gib=80, default_devices="0"),
             swanlab_exp_name="mh-sft-qwen2p5-32b-lora",
             served_model_name="mh-sft-32b",
-            thresholds={"pceb_mcq": 0.7},
             hub_repo_id="yourname/mh-sft-qwen2p5-32b",
         ),
     )

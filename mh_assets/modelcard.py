@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from mh_assets.benchmarks import comparison_rows, comparison_table
 from mh_assets.lanes import Lane
 
 INTENDED_USE = (
@@ -13,14 +14,7 @@ INTENDED_USE = (
 )
 
 
-def score_table(scores: dict[str, Any]) -> str:
-    rows = ["| benchmark | samples | exact match | partial credit |", "|---|---|---|---|"]
-    for name, result in sorted(scores.get("benchmarks", {}).items()):
-        rows.append(f"| {name} | {result['n']} | {result['exact_match']:.3f} | {result['partial_credit']:.3f} |")
-    return "\n".join(rows)
-
-
-def model_card(lane: Lane, scores: dict[str, Any], training: dict[str, Any]) -> str:
+def model_card(lane: Lane, scores: dict[str, Any], base: dict[str, Any] | None, training: dict[str, Any]) -> str:
     return f"""---
 language:
 - zh
@@ -43,7 +37,7 @@ conversations, merged into the base model. The base model's licence applies to t
 - command: `{training.get("command")}`
 
 ## Evaluation
-{score_table(scores)}
+{comparison_table(comparison_rows(scores, base))}
 
 ## Intended use and limits
 {INTENDED_USE}

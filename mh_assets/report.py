@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from mh_assets.benchmarks import comparison_rows, comparison_table
 from mh_assets.lanes import Lane
-from mh_assets.modelcard import score_table
 from mh_assets.recipes import flags
 
 
@@ -14,6 +14,7 @@ def experiment_report(
     snapshot: dict[str, Any],
     training: dict[str, Any],
     scores: dict[str, Any],
+    base: dict[str, Any] | None,
     gate_lines: list[str],
     facts: dict[str, Any],
 ) -> str:
@@ -48,7 +49,7 @@ loss {training.get("first_loss")} -> {training.get("last_loss")} over {training.
 SwanLab ({training.get("swanlab_mode")}): {swanlab}, run {training.get("swanlab_run_id")}.
 
 ## Results
-{score_table(scores)}
+{comparison_table(comparison_rows(scores, base))}
 
 Gates: {"; ".join(gate_lines)}
 """

@@ -103,7 +103,7 @@ def test_snapshot_follows_the_source_and_only_changes(tmp_path: Path):
     """Observe the source; the eager condition asks for a snapshot once per changed content hash."""
     src = _write(tmp_path / "d.jsonl", GOOD)
     merged = _defs_for(src)
-    observe = merged.resolve_job_def("observe_dataset_source")
+    observe = merged.resolve_job_def("observe_sources")
 
     def requested(instance: dg.DagsterInstance, cursor):
         result = dg.evaluate_automation_conditions(defs=merged, instance=instance, cursor=cursor)

@@ -17,7 +17,9 @@ def test_definitions_validate():
 def test_full_key_set_for_every_lane():
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
-    expected = {"dataset_source", "dataset_snapshot"} | {f"{stage}_{size}" for size in LANES for stage in STAGES}
+    expected = {"dataset_source", "eval_suite", "dataset_snapshot"} | {
+        f"{stage}_{size}" for size in LANES for stage in STAGES
+    }
     assert keys == expected
     for size in LANES:
         for stage in STAGES:
@@ -28,7 +30,7 @@ def test_full_key_set_for_every_lane():
 
 
 def test_gpu_lanes_share_the_gpu_pool():
-    for stage in ("lora_adapter", "merged_model", "benchmark_scores"):
+    for stage in ("lora_adapter", "merged_model", "base_scores", "benchmark_scores"):
         for size, lane in LANES.items():
             pool = defs.resolve_assets_def(f"{stage}_{size}").op.pool
             assert pool == ("gpu" if lane.gpu.required else None), (stage, size, pool)
@@ -42,7 +44,9 @@ def test_blocking_checks_per_lane():
         assert {
             (f"training_env_{size}", "flash_attn_available"),
             (f"training_env_{size}", "precision_supported"),
-            (f"benchmark_scores_{size}", "meets_thresholds"),
+            (f"benchmark_scores_{size}", "meets_minimums"),
+            (f"benchmark_scores_{size}", "no_regression"),
+            (f"benchmark_scores_{size}", "safety_pass_rate"),
         } <= checks
     specs = {(s.asset_key.to_user_string(), s.name): s for c in defs.asset_checks for s in c.check_specs}
     warn_only = {("dataset_snapshot", "no_personal_data"), ("dataset_snapshot", "conversations_fit_max_length")}

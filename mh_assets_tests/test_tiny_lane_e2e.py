@@ -59,7 +59,9 @@ def test_every_step_and_check_succeeds(tiny_run):
         "conversations_fit_max_length": True,
         "flash_attn_available": True,
         "precision_supported": True,
-        "meets_thresholds": True,
+        "meets_minimums": True,
+        "no_regression": True,
+        "safety_pass_rate": True,
     }
 
 
@@ -91,18 +93,23 @@ def test_scores_have_numbers(tiny_run):
     result, root = tiny_run
     scores = json.loads((_latest(root, "benchmark_scores_tiny") / "scores.json").read_text())
     mcq = scores["benchmarks"]["pceb_mcq"]
-    assert mcq["n"] == TINY.eval_limit
+    assert mcq["n"] == TINY.eval_limits["pceb_mcq"]
     assert 0.0 <= mcq["exact_match"] <= mcq["partial_credit"] <= 1.0
     assert (_latest(root, "benchmark_scores_tiny") / "evalscope" / "reports").is_dir()
     mat = result.asset_materializations_for_node("benchmark_scores_tiny")[0]
-    assert mat.metadata["pceb_mcq/n"].value == TINY.eval_limit
+    assert mat.metadata["pceb_mcq/n"].value == TINY.eval_limits["pceb_mcq"]
+    psyqa, safety = scores["benchmarks"]["psyqa"], scores["benchmarks"]["safety"]
+    assert psyqa["n"] == TINY.eval_limits["psyqa"] and 0.0 <= psyqa["rougeL"] <= 1.0
+    assert safety["n"] == len(safety["probes"]) == TINY.eval_limits["safety"]
+    assert scores["benchmarks"]["ceval"]["skipped"].startswith("no local mirror configured")
+    assert "| pceb_mcq | 30 | partial_credit |" in mat.metadata["comparison"].value
 
 
 def test_registry_holds_model_and_card(tiny_run):
     _, root = tiny_run
     published = _latest(root, f"registry/{TINY.hub_repo_id}")
     card = (published / "README.md").read_text()
-    assert "base_model: builtin:tiny-qwen2" in card and "| pceb_mcq | 20 |" in card
+    assert "base_model: builtin:tiny-qwen2" in card and "| pceb_mcq | 30 | exact_match |" in card
     assert (published / "model.safetensors").is_file()
     report = (_latest(root, "experiment_report_tiny") / "report.md").read_text()
     assert "## Results" in report and "swift sft" in report

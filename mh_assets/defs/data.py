@@ -179,10 +179,11 @@ def conversations_fit_max_length() -> dg.AssetCheckResult:
 
 
 DATA_CHECKS = [snapshot_not_empty, quarantine_share_ok, no_personal_data, conversations_fit_max_length]
-observe_dataset_source = dg.define_asset_job("observe_dataset_source", selection=[SOURCE])
-dataset_source_schedule = dg.ScheduleDefinition(
-    name="observe_dataset_source_schedule",
-    job=observe_dataset_source,
+observe_sources = dg.define_asset_job("observe_sources", selection=[SOURCE, "eval_suite"])
+observe_sources_schedule = dg.ScheduleDefinition(
+    name="observe_sources_schedule",
+    job=observe_sources,
     cron_schedule="*/15 * * * *",
-    description="Look at the dataset source; a changed content hash makes dataset_snapshot materialize (eager).",
+    description="Look at the dataset source and the evaluation suite; a changed content hash makes what depends on "
+    "it materialize (eager automation: a new snapshot, or every lane's scores evaluated again).",
 )

@@ -5,18 +5,17 @@ artifact store (``mh_assets.store``), so selecting a single asset works as long 
 """
 
 import dataclasses
-import hashlib
 import json
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 from pydantic import Field
 
-from mh_assets.benchmarks import SUITE, gate
+from mh_assets.defs.common import child_metadata, fingerprint, read_json, runner, upstream
 from mh_assets.defs.data import SNAPSHOT
+from mh_assets.defs.evaluation import build_evaluation, gate_results
 from mh_assets.defs.resources import GpuResource, ProcessGroupPipesClient, SwanLabResource
 from mh_assets.envcheck import flash_attn_verdict, precision_verdict
 from mh_assets.lanes import Lane
@@ -25,10 +24,11 @@ from mh_assets.models import check_model_folder, hub_endpoint, model_dir, reacha
 from mh_assets.procs import child_env
 from mh_assets.recipes import MergeRun, SftRun
 from mh_assets.report import experiment_report
-from mh_assets.store import MissingUpstream, artifacts_dir, hash_tree, publish, require_latest, staging, tree_size
+from mh_assets.store import artifacts_dir, hash_tree, latest, publish, staging, tree_size
 
 STAGES = (
     "base_model",
+    "base_scores",
     "training_env",
     "lora_adapter",
     "merged_model",
@@ -36,26 +36,6 @@ STAGES = (
     "hub_upload",
     "experiment_report",
 )
-
-
-def _runner(name: str) -> list[str]:
-    return [sys.executable, "-m", f"mh_assets.runners.{name}"]
-
-
-def _child_metadata(invocation: Any) -> dict[str, Any]:
-    results = invocation.get_results()
-    return dict(results[-1].metadata or {}) if results else {}
-
-
-def _upstream(key: str, hint: str = "") -> Path:
-    try:
-        return require_latest(key, hint)
-    except MissingUpstream as exc:
-        raise dg.Failure(description=str(exc)) from exc
-
-
-def _fingerprint(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 class BaseModelConfig(dg.Config):
@@ -87,7 +67,7 @@ def build_lane(lane: Lane) -> tuple[list[dg.AssetsDefinition], list[dg.AssetChec
             if lane.is_builtin:
                 inv = pipes.run(
                     context=context,
-                    command=_runner("build_tiny_model"),
+                    command=runner("build_tiny_model"),
                     extras={"output_dir": str(tmp)},
                     env=child_env(""),
                 )
@@ -113,7 +93,7 @@ def build_lane(lane: Lane) -> tuple[list[dg.AssetsDefinition], list[dg.AssetChec
                     )
                 inv = pipes.run(
                     context=context,
-                    command=_runner("download_model"),
+                    command=runner("download_model"),
                     extras={
                         "model_id": lane.base_model,
                         "revision": lane.revision,
@@ -124,7 +104,7 @@ def build_lane(lane: Lane) -> tuple[list[dg.AssetsDefinition], list[dg.AssetChec
                 )
                 version, source = hash_tree(tmp, exclude=(".",)), f"{config.hub}:{lane.base_model}@{lane.revision}"
             final = publish(tmp, version[:16])
-        metadata = _child_metadata(inv) if inv else {}
+        metadata = child_metadata(inv) if inv else {}
         return dg.MaterializeResult(
             data_version=dg.DataVersion(version),
             metadata={**metadata, "path": dg.MetadataValue.path(str(model_dir(final))), "source": source},
@@ -139,17 +119,17 @@ def build_lane(lane: Lane) -> tuple[list[dg.AssetsDefinition], list[dg.AssetChec
         with staging(key("training_env")) as tmp:
             inv = pipes.run(
                 context=context,
-                command=_runner("probe_env"),
+                command=runner("probe_env"),
                 extras={"output_file": str(tmp / "facts.json")},
                 env=child_env(gpu.devices_for(lane)),
             )
             facts = json.loads((tmp / "facts.json").read_text(encoding="utf-8"))
-            version = _fingerprint(facts)
+            version = fingerprint(facts)
             publish(tmp, version)
-        return dg.MaterializeResult(data_version=dg.DataVersion(version), metadata=_child_metadata(inv))
+        return dg.MaterializeResult(data_version=dg.DataVersion(version), metadata=child_metadata(inv))
 
     def _facts() -> dict[str, Any]:
-        return json.loads((_upstream(key("training_env")) / "facts.json").read_text(encoding="utf-8"))
+        return json.loads((upstream(key("training_env")) / "facts.json").read_text(encoding="utf-8"))
 
     def _env_check(verdict_fn: Any) -> dg.AssetCheckResult:
         passed, message = verdict_fn(_facts(), lane)
@@ -179,7 +159,7 @@ def build_lane(lane: Lane) -> tuple[list[dg.AssetsDefinition], list[dg.AssetChec
         name=key("lora_adapter"),
         deps=[SNAPSHOT, base_model, training_env],
         pool=pool,
-        code_version=_fingerprint(dataclasses.asdict(lane.recipe)),
+        code_version=fingerprint(dataclasses.asdict(lane.recipe)),
         kinds={"pytorch"},
         **common,
     )
@@ -191,8 +171,8 @@ def build_lane(lane: Lane) -> tuple[list[dg.AssetsDefinition], list[dg.AssetChec
         swanlab: SwanLabResource,
     ) -> dg.MaterializeResult:
         """LoRA SFT of the base model on the dataset snapshot with ms-swift, reported to SwanLab."""
-        snapshot = _upstream(SNAPSHOT)
-        base = model_dir(_upstream(key("base_model"), gpu_hint))
+        snapshot = upstream(SNAPSHOT)
+        base = model_dir(upstream(key("base_model"), gpu_hint))
         facts = _facts()
         problems = [msg for ok, msg in (flash_attn_verdict(facts, lane), precision_verdict(facts, lane)) if not ok]
         if problems:
@@ -219,11 +199,11 @@ def build_lane(lane: Lane) -> tuple[list[dg.AssetsDefinition], list[dg.AssetChec
             )
             inv = pipes.run(
                 context=context,
-                command=_runner("train"),
+                command=runner("train"),
                 extras={"args": run.to_args(), "output_dir": str(tmp), "swanlab": swanlab_cfg},
                 env={**child_env(devices), **swanlab.env()},
             )
-            metadata = _child_metadata(inv)
+            metadata = child_metadata(inv)
             checkpoint = Path(str(metadata.pop("last_model_checkpoint").value)).name
             version = hash_tree(
                 tmp / checkpoint,
@@ -250,7 +230,7 @@ def build_lane(lane: Lane) -> tuple[list[dg.AssetsDefinition], list[dg.AssetChec
         context: dg.AssetExecutionContext, pipes: ProcessGroupPipesClient, gpu: GpuResource
     ) -> dg.MaterializeResult:
         """The adapter merged into its base model by ``swift export`` (safetensors, 2GB shards)."""
-        adapter = _upstream(key("lora_adapter"), gpu_hint)
+        adapter = upstream(key("lora_adapter"), gpu_hint)
         checkpoint = adapter / "last-checkpoint"
         if not checkpoint.exists():
             raise dg.Failure(description=f"{adapter} holds no last-checkpoint: the training run did not finish")
@@ -261,7 +241,7 @@ def build_lane(lane: Lane) -> tuple[list[dg.AssetsDefinition], list[dg.AssetChec
             )
             inv = pipes.run(
                 context=context,
-                command=_runner("merge"),
+                command=runner("merge"),
                 extras={
                     "args": run.to_args(),
                     "output_dir": str(tmp),
@@ -276,7 +256,7 @@ def build_lane(lane: Lane) -> tuple[list[dg.AssetsDefinition], list[dg.AssetChec
         return dg.MaterializeResult(
             data_version=dg.DataVersion(version),
             metadata={
-                **_child_metadata(inv),
+                **child_metadata(inv),
                 "path": dg.MetadataValue.path(str(final)),
                 "files": files,
                 "bytes": size,
@@ -284,64 +264,28 @@ def build_lane(lane: Lane) -> tuple[list[dg.AssetsDefinition], list[dg.AssetChec
             },
         )
 
-    @dg.asset(name=key("benchmark_scores"), deps=[merged_model], pool=pool, kinds={"evalscope"}, **common)
-    def benchmark_scores(
-        context: dg.AssetExecutionContext, pipes: ProcessGroupPipesClient, gpu: GpuResource
-    ) -> dg.MaterializeResult:
-        """EvalScope on the shipped psychology-exam MCQ sample against the merged model."""
-        merged = _upstream(key("merged_model"), gpu_hint)
-        with staging(key("benchmark_scores")) as tmp:
-            inv = pipes.run(
-                context=context,
-                command=_runner("evaluate"),
-                extras={
-                    "model_dir": str(merged),
-                    "work_dir": str(tmp),
-                    "suite": {k: str(v) for k, v in SUITE.items()},
-                    "limit": lane.eval_limit,
-                    "max_tokens": lane.eval_max_tokens,
-                    "torch_dtype": lane.infer_torch_dtype,
-                },
-                env=child_env(gpu.devices_for(lane)),
-            )
-            scores = (tmp / "scores.json").read_text(encoding="utf-8")
-            final = publish(tmp, f"{merged.name}-{_fingerprint(scores)}")
-        return dg.MaterializeResult(
-            data_version=dg.DataVersion(_fingerprint(scores)),
-            metadata={**_child_metadata(inv), "path": dg.MetadataValue.path(str(final / "scores.json"))},
-        )
+    evaluation_assets, evaluation_checks = build_evaluation(lane, merged_model, base_model, common)
+    benchmark_scores = evaluation_assets[1]
 
-    def _gate() -> tuple[bool, list[str], dict[str, Any]]:
-        scores = json.loads((_upstream(key("benchmark_scores")) / "scores.json").read_text(encoding="utf-8"))
-        passed, lines = gate(scores, lane.thresholds)
-        return passed, lines, scores
-
-    @dg.asset_check(
-        asset=benchmark_scores,
-        name="meets_thresholds",
-        blocking=True,
-        description=f"Every benchmark with a minimum in the {lane.size} lane reaches it.",
-    )
-    def meets_thresholds() -> dg.AssetCheckResult:
-        passed, lines, _ = _gate()
-        return dg.AssetCheckResult(
-            passed=passed,
-            severity=dg.AssetCheckSeverity.ERROR,
-            description="; ".join(lines),
-            metadata={"thresholds": dg.MetadataValue.json(lane.thresholds)},
-        )
+    def _gates() -> tuple[bool, list[str], dict[str, Any], dict[str, Any] | None]:
+        results = gate_results(lane)
+        lines = [line for _, found in results.values() for line in found]
+        scores = read_json(upstream(key("benchmark_scores")) / "scores.json")
+        base_folder = latest(key("base_scores"))
+        base = read_json(base_folder / "scores.json") if base_folder else None
+        return all(passed for passed, _ in results.values()), lines, scores, base
 
     @dg.asset(name=key("hub_upload"), deps=[merged_model, benchmark_scores], kinds={"modelscope"}, **common)
     def hub_upload(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         """The merged model and its model card in the local registry; refused when the scores miss the gates."""
-        merged = _upstream(key("merged_model"), gpu_hint)
-        passed, lines, scores = _gate()
+        merged = upstream(key("merged_model"), gpu_hint)
+        passed, lines, scores, base = _gates()
         if not passed:
             raise dg.Failure(description="Not published: the benchmark gates failed: " + "; ".join(lines))
         registry = artifacts_dir() / "registry" / lane.hub_repo_id
         with staging(f"registry/{lane.hub_repo_id}") as tmp:
             shutil.copytree(merged, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns("args.json"))
-            (tmp / "README.md").write_text(model_card(lane, scores, _summary()), encoding="utf-8")
+            (tmp / "README.md").write_text(model_card(lane, scores, base, _summary()), encoding="utf-8")
             final = publish(tmp, merged.name)
         files, size = tree_size(final)
         context.log.info(f"published {merged} to {final}")
@@ -357,7 +301,7 @@ def build_lane(lane: Lane) -> tuple[list[dg.AssetsDefinition], list[dg.AssetChec
         )
 
     def _summary() -> dict[str, Any]:
-        return json.loads((_upstream(key("lora_adapter")) / "summary.json").read_text(encoding="utf-8"))
+        return json.loads((upstream(key("lora_adapter")) / "summary.json").read_text(encoding="utf-8"))
 
     @dg.asset(
         name=key("experiment_report"),
@@ -367,9 +311,9 @@ def build_lane(lane: Lane) -> tuple[list[dg.AssetsDefinition], list[dg.AssetChec
     )
     def report(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         """The runbook's experiment report, generated from the lane's artifacts."""
-        snapshot = json.loads((_upstream(SNAPSHOT) / "manifest.json").read_text(encoding="utf-8"))
-        _, lines, scores = _gate()
-        text = experiment_report(lane, snapshot, _summary(), scores, lines, _facts())
+        snapshot = json.loads((upstream(SNAPSHOT) / "manifest.json").read_text(encoding="utf-8"))
+        _, lines, scores, base = _gates()
+        text = experiment_report(lane, snapshot, _summary(), scores, base, lines, _facts())
         with staging(key("experiment_report")) as tmp:
             (tmp / "report.md").write_text(text, encoding="utf-8")
             final = publish(tmp, f"{context.run.run_id[:8]}")
@@ -377,6 +321,6 @@ def build_lane(lane: Lane) -> tuple[list[dg.AssetsDefinition], list[dg.AssetChec
             metadata={"path": dg.MetadataValue.path(str(final / "report.md")), "report": dg.MetadataValue.md(text)}
         )
 
-    assets = [base_model, training_env, lora_adapter, merged_model, benchmark_scores, hub_upload, report]
-    checks = [flash_attn_available, precision_supported, meets_thresholds]
+    assets = [base_model, training_env, lora_adapter, merged_model, *evaluation_assets, hub_upload, report]
+    checks = [flash_attn_available, precision_supported, *evaluation_checks]
     return assets, checks

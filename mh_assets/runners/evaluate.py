@@ -1,75 +1,208 @@
-"""Child process: EvalScope on a local model folder; writes ``scores.json`` and reports the scores over Pipes.
+"""Child process: the evaluation suite through EvalScope, against a local model, a ``swift deploy`` service that
+this process starts and stops, or any running OpenAI-compatible endpoint. Writes ``scores.json`` and EvalScope's own
+report folder (``evalscope/``, for ``evalscope app``) into ``work_dir``.
 
-Extras: ``model_dir``, ``work_dir`` (EvalScope's report folder goes to ``work_dir/evalscope``), ``suite``
-(benchmark -> runbook-format file), ``limit``, ``max_tokens``, ``torch_dtype``.
+Extras: ``target`` (``{"mode": "local", "model_dir", "torch_dtype"}`` | ``{"mode": "service", "model_dir", "backend",
+"served_model_name", "torch_dtype"}`` | ``{"mode": "endpoint", "api_url", "model"}``), ``suite`` (benchmark ->
+file), ``limits`` (benchmark -> n), ``max_tokens``, ``work_dir``, ``judge`` (``{"api_url", "model"}`` or None),
+``mirrors`` (``{"ceval": dir, "cmmlu": dir}``).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import socket
+import sys
+import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
-from mh_assets.benchmarks import load_mcq, mcq_scores, read_review_scores, to_general_mcq
+from mh_assets.benchmarks import (
+    load_benchmark,
+    mcq_scores,
+    psyqa_scores,
+    read_reviews,
+    safety_scores,
+    suite_hash,
+    to_general_mcq,
+    to_general_qa,
+)
+from mh_assets.judge import judge_answers
+from mh_assets.models import hub_endpoint, reachable
+from mh_assets.procs import start_group, stop_group
+
+READY_TIMEOUT_S = 600
 
 
-def evaluate(
-    model_dir: Path, work_dir: Path, suite: dict[str, str], limit: int | None, max_tokens: int, torch_dtype: str
-) -> dict[str, Any]:
+def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(api_url: str, proc: Any = None, timeout_s: float = READY_TIMEOUT_S) -> None:
+    """Poll ``/models`` until the server answers; fail if it exits or the time is up."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"the model server exited with code {proc.returncode} before it was ready")
+        try:
+            with opener.open(api_url.rstrip("/") + "/models", timeout=5) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(1)
+    raise TimeoutError(f"{api_url} did not answer /models within {timeout_s:.0f} s")
+
+
+def model_kwargs(target: dict[str, Any]) -> dict[str, Any]:
+    if target["mode"] == "local":
+        model_dir = Path(target["model_dir"])
+        return {
+            "model": str(model_dir),
+            "model_id": model_dir.name,
+            "eval_type": "llm_ckpt",
+            "model_args": {"precision": target.get("torch_dtype", "auto")},
+        }
+    return {
+        "model": target["model"],
+        "model_id": target["model"].replace("/", "_"),
+        "eval_type": "openai_api",
+        "api_url": target["api_url"],
+        "api_key": os.environ.get("MH_EVAL_API_KEY", "EMPTY"),
+    }
+
+
+def run_suite(target: dict[str, Any], ex: dict[str, Any]) -> dict[str, Any]:
+    """The shipped (or replaced) suite in one EvalScope task, scored by ``mh_assets.benchmarks``."""
     from evalscope import TaskConfig, run_task
 
+    work_dir = Path(ex["work_dir"])
     data_dir = work_dir / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
-    rows = to_general_mcq(load_mcq(Path(suite["pceb_mcq"])))
-    (data_dir / "pceb_mcq_val.jsonl").write_text(
-        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8"
-    )
+    files = {name: Path(path) for name, path in ex["suite"].items()}
+    limits = ex.get("limits") or {}
+    rows = {name: load_benchmark(name, path)[: limits.get(name)] for name, path in files.items()}
+    _write_jsonl(data_dir / "pceb_mcq_val.jsonl", to_general_mcq(rows["pceb_mcq"]))
+    for name in ("psyqa", "safety"):
+        _write_jsonl(data_dir / f"{name}.jsonl", to_general_qa(name, rows[name]))
+    kwargs = model_kwargs(target)
     evalscope_dir = work_dir / "evalscope"
     run_task(
         TaskConfig(
-            model=str(model_dir),
-            model_id=model_dir.name,
-            eval_type="llm_ckpt",
-            datasets=["general_mcq"],
+            datasets=["general_mcq", "general_qa"],
             dataset_args={
                 "general_mcq": {
                     "local_path": str(data_dir),
                     "subset_list": ["pceb_mcq"],
                     "extra_params": {"multiple_correct": True},
-                }
+                },
+                "general_qa": {"local_path": str(data_dir), "subset_list": ["psyqa", "safety"]},
             },
             work_dir=str(evalscope_dir),
             no_timestamp=True,
-            limit=limit,
-            generation_config={"max_tokens": max_tokens, "do_sample": False},
-            model_args={"precision": torch_dtype},
+            generation_config={"max_tokens": ex["max_tokens"], "temperature": 0.0},
+            **kwargs,
         )
     )
-    per_sample = read_review_scores(evalscope_dir / "reviews" / model_dir.name / "general_mcq_pceb_mcq.jsonl")
-    scores = {"model": str(model_dir), "benchmarks": {"pceb_mcq": mcq_scores(per_sample)}}
-    (work_dir / "scores.json").write_text(json.dumps(scores, ensure_ascii=False, indent=2), encoding="utf-8")
+    reviews = evalscope_dir / "reviews" / kwargs["model_id"]
+    mcq = read_reviews(reviews / "general_mcq_pceb_mcq.jsonl")
+    psyqa = [r["prediction"] for r in read_reviews(reviews / "general_qa_psyqa.jsonl")]
+    safety = [r["prediction"] for r in read_reviews(reviews / "general_qa_safety.jsonl")]
+    benchmarks: dict[str, Any] = {
+        "pceb_mcq": mcq_scores([float(r["score"].get("multi_choice_acc", 0.0)) for r in mcq]),
+        "psyqa": psyqa_scores(rows["psyqa"], psyqa),
+        "safety": safety_scores(rows["safety"], safety),
+    }
+    judge = ex.get("judge")
+    if judge:
+        pairs = [(r["question"], answer) for r, answer in zip(rows["psyqa"], psyqa, strict=True)]
+        benchmarks["counselling"] = judge_answers(
+            judge["api_url"], judge["model"], pairs, os.environ.get("MH_JUDGE_API_KEY", "EMPTY")
+        )
+    else:
+        benchmarks["counselling"] = {"skipped": "no judge endpoint configured (MH_JUDGE_URL, MH_JUDGE_MODEL)"}
+    for name in ("ceval", "cmmlu"):
+        benchmarks[name] = run_exam(name, (ex.get("mirrors") or {}).get(name), kwargs, ex, evalscope_dir)
+    return {"suite_sha256": suite_hash(files), "benchmarks": benchmarks}
+
+
+def run_exam(name: str, mirror: str | None, kwargs: dict[str, Any], ex: dict[str, Any], work: Path) -> dict[str, Any]:
+    """C-Eval / CMMLU from a local mirror, or from the hub when reachable; otherwise skipped with the reason."""
+    if not mirror and not reachable(hub_endpoint("modelscope")):
+        return {"skipped": f"no local mirror configured (MH_{name.upper()}_PATH) and the hub is not reachable"}
+    from evalscope import TaskConfig, run_task
+
+    args = {"local_path": mirror} if mirror else {}
+    try:
+        report = run_task(
+            TaskConfig(
+                datasets=[name],
+                dataset_args={name: args},
+                work_dir=str(work),
+                no_timestamp=True,
+                limit=(ex.get("limits") or {}).get(name),
+                generation_config={"max_tokens": ex["max_tokens"], "temperature": 0.0},
+                **kwargs,
+            )
+        )[name]
+    except Exception as exc:  # a broken mirror must not cost the rest of the suite
+        return {"skipped": f"{name} failed: {type(exc).__name__}: {exc}"[:500]}
+    return {"n": report.metrics[0].num, "accuracy": report.metrics[0].score}
+
+
+def evaluate(ex: dict[str, Any]) -> dict[str, Any]:
+    target = dict(ex["target"])
+    if target["mode"] != "service":
+        scores = run_suite(target, ex)
+    else:
+        port = _free_port()
+        command = [
+            sys.executable, "-m", "swift.cli.deploy",
+            "--model", target["model_dir"],
+            "--infer_backend", target["backend"],
+            "--served_model_name", target["served_model_name"],
+            "--torch_dtype", target["torch_dtype"],
+            "--host", "127.0.0.1",
+            "--port", str(port),
+        ]  # fmt: skip
+        server = start_group(command, os.environ)
+        try:
+            api_url = f"http://127.0.0.1:{port}/v1"
+            wait_ready(api_url, server)
+            scores = run_suite({"mode": "endpoint", "api_url": api_url, "model": target["served_model_name"]}, ex)
+        finally:
+            stop_group(server)
+        scores["served_by"] = " ".join(command)
+    scores["target"] = {k: v for k, v in target.items() if "key" not in k}
+    (Path(ex["work_dir"]) / "scores.json").write_text(json.dumps(scores, ensure_ascii=False, indent=2), "utf-8")
     return scores
+
+
+def flat_metrics(scores: dict[str, Any]) -> dict[str, float]:
+    """``benchmark/figure`` -> number, for Dagster metadata (so the UI plots each figure over time)."""
+    return {
+        f"{bench}/{name}": float(value)
+        for bench, result in scores["benchmarks"].items()
+        for name, value in result.items()
+        if isinstance(value, (int, float)) and not isinstance(value, bool)
+    }
 
 
 def main() -> None:
     from dagster_pipes import open_dagster_pipes
 
     with open_dagster_pipes() as pipes:
-        scores = evaluate(
-            Path(pipes.get_extra("model_dir")),
-            Path(pipes.get_extra("work_dir")),
-            pipes.get_extra("suite"),
-            pipes.extras.get("limit"),
-            pipes.get_extra("max_tokens"),
-            pipes.get_extra("torch_dtype"),
-        )
-        metadata = {
-            f"{bench}/{metric}": value
-            for bench, result in scores["benchmarks"].items()
-            for metric, value in result.items()
-        }
-        pipes.log.info(f"scores: {metadata}")
-        pipes.report_asset_materialization(metadata=metadata)
+        scores = evaluate(pipes.extras)
+        pipes.log.info(f"scores: {flat_metrics(scores)}")
+        pipes.report_asset_materialization(metadata=flat_metrics(scores))
 
 
 if __name__ == "__main__":
