@@ -1,0 +1,55 @@
+"""A loopback OpenAI-compatible server with scripted replies, for tests of scoring and of the judge.
+
+It stands in for a model server (not for a hub): EvalScope's real OpenAI client talks to it over HTTP.
+"""
+
+import json
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+Script = Callable[[list[dict]], str]
+
+
+@contextmanager
+def openai_stub(script: Script, model: str = "stub-model") -> Iterator[tuple[str, list[list[dict]]]]:
+    """Serve ``/v1/models`` and ``/v1/chat/completions`` on 127.0.0.1; yields (base URL, requests received)."""
+    received: list[list[dict]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args) -> None:  # keep test output quiet
+            pass
+
+        def _send(self, payload: dict) -> None:
+            body = json.dumps(payload, ensure_ascii=False).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self) -> None:
+            self._send({"object": "list", "data": [{"id": model, "object": "model", "owned_by": "test"}]})
+
+        def do_POST(self) -> None:
+            request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            received.append(request["messages"])
+            reply = script(request["messages"])
+            self._send({
+                "id": f"chatcmpl-{len(received)}",
+                "object": "chat.completion",
+                "created": 0,
+                "model": model,
+                "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": reply}}],
+                "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+            })  # fmt: skip
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1", received
+    finally:
+        server.shutdown()
+        server.server_close()
