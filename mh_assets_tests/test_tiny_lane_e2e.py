@@ -1,9 +1,10 @@
 """The whole tiny lane for real: ms-swift training, merge and EvalScope on the locally built tiny model (CPU)."""
 
 import json
-import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
@@ -20,21 +21,30 @@ TINY = LANES["tiny"]
 DAGSTER = Path(sys.executable).parent / "dagster"
 
 
+@dataclass
+class Lane:
+    result: dg.ExecuteInProcessResult
+    root: Path
+    instance: dg.DagsterInstance
+
+
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dg.ExecuteInProcessResult, Path]:
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lane]:
+    """The whole tiny lane once; its artifacts and Dagster instance stay for the module's later runs."""
     root = tmp_path_factory.mktemp("tiny") / "artifacts"
-    old = os.environ.get("MH_ARTIFACTS_DIR")
-    os.environ["MH_ARTIFACTS_DIR"] = str(root)
-    try:
-        job = defs.resolve_job_def("tiny_lane")
-        with dg.instance_for_test() as instance:
-            result = job.execute_in_process(instance=instance, raise_on_error=False)
-    finally:
-        if old is None:
-            os.environ.pop("MH_ARTIFACTS_DIR")
-        else:
-            os.environ["MH_ARTIFACTS_DIR"] = old
-    return result, root
+    with pytest.MonkeyPatch.context() as env, dg.instance_for_test() as instance:
+        env.setenv("MH_ARTIFACTS_DIR", str(root))
+        result = defs.resolve_job_def("tiny_lane").execute_in_process(instance=instance, raise_on_error=False)
+        yield Lane(result, root, instance)
+
+
+def _run(lane: Lane, keys: list[str], config: dict | None = None) -> dg.ExecuteInProcessResult:
+    job = defs.resolve_implicit_global_asset_job_def()
+    run_config = {"ops": {k: {"config": c} for k, c in (config or {}).items()}}
+    return job.execute_in_process(
+        asset_selection=[dg.AssetKey(k) for k in keys], run_config=run_config, instance=lane.instance,
+        raise_on_error=False,
+    )  # fmt: skip
 
 
 def _latest(root: Path, name: str) -> Path:
@@ -42,7 +52,7 @@ def _latest(root: Path, name: str) -> Path:
 
 
 def test_every_step_and_check_succeeds(tiny_run):
-    result, _ = tiny_run
+    result = tiny_run.result
     assert result.success, [e.message for e in result.all_events if e.is_failure]
     keys = {
         m.asset_key.to_user_string() for m in result.get_asset_materialization_events() for m in [m.materialization]
@@ -66,7 +76,7 @@ def test_every_step_and_check_succeeds(tiny_run):
 
 
 def test_adapter_trained_and_loss_fell(tiny_run):
-    _, root = tiny_run
+    root = tiny_run.root
     adapter = _latest(root, "lora_adapter_tiny")
     checkpoint = (adapter / "last-checkpoint").resolve()
     assert (checkpoint / "adapter_model.safetensors").stat().st_size > 0
@@ -80,7 +90,7 @@ def test_adapter_trained_and_loss_fell(tiny_run):
 
 
 def test_merged_model_loads_and_generates(tiny_run):
-    _, root = tiny_run
+    root = tiny_run.root
     merged = _latest(root, "merged_model_tiny")
     from mh_assets.runners.merge import smoke_reply
 
@@ -90,7 +100,7 @@ def test_merged_model_loads_and_generates(tiny_run):
 
 
 def test_scores_have_numbers(tiny_run):
-    result, root = tiny_run
+    result, root = tiny_run.result, tiny_run.root
     scores = json.loads((_latest(root, "benchmark_scores_tiny") / "scores.json").read_text())
     mcq = scores["benchmarks"]["pceb_mcq"]
     assert mcq["n"] == TINY.eval_limits["pceb_mcq"]
@@ -106,7 +116,7 @@ def test_scores_have_numbers(tiny_run):
 
 
 def test_registry_holds_model_and_card(tiny_run):
-    _, root = tiny_run
+    root = tiny_run.root
     published = _latest(root, f"registry/{TINY.hub_repo_id}")
     card = (published / "README.md").read_text()
     assert "base_model: builtin:tiny-qwen2" in card and "| pceb_mcq | 30 | exact_match |" in card
@@ -145,3 +155,86 @@ def test_cli_merged_model_7b_says_what_is_missing(tmp_path: Path):
     assert proc.returncode != 0
     assert "lora_adapter_7b has not been materialized" in proc.stderr
     assert "GPU" in proc.stderr
+
+
+SMALL = {"limits": {"pceb_mcq": 4, "psyqa": 2, "safety": 2}}
+
+
+def _deploy_processes(marker: str) -> list[int]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (FileNotFoundError, PermissionError, ProcessLookupError, NotADirectoryError):
+            continue
+        if "swift.cli.deploy" in cmdline and marker in cmdline:
+            found.append(int(proc.name))
+    return found
+
+
+def test_service_mode_starts_and_stops_swift_deploy(tiny_run, monkeypatch):
+    """The runbook's way: swift deploy on loopback, EvalScope through its OpenAI API, then the server is gone."""
+    monkeypatch.setenv("MH_ARTIFACTS_DIR", str(tiny_run.root))
+    result = _run(tiny_run, ["benchmark_scores_tiny"], {"benchmark_scores_tiny": {"mode": "service", **SMALL}})
+    assert result.success, [e.message for e in result.all_events if e.is_failure]
+    scores = json.loads((_latest(tiny_run.root, "benchmark_scores_tiny") / "scores.json").read_text())
+    assert scores["target"]["mode"] == "service" and scores["target"]["backend"] == "transformers"
+    assert "--host 127.0.0.1" in scores["served_by"] and "--served_model_name mh-sft-tiny" in scores["served_by"]
+    assert scores["benchmarks"]["pceb_mcq"]["n"] == 4 and scores["benchmarks"]["safety"]["n"] == 2
+    assert _deploy_processes(str(_latest(tiny_run.root, "merged_model_tiny"))) == []
+
+
+def test_failing_gate_stops_hub_upload_in_the_same_run(tiny_run, monkeypatch, tmp_path):
+    monkeypatch.setenv("MH_ARTIFACTS_DIR", str(tiny_run.root))
+    strict = tmp_path / "gates.yaml"
+    strict.write_text(
+        "tiny:\n  minimum:\n    pceb_mcq.partial_credit: 0.9\n  no_regression: {}\n  safety_pass_rate: 0.0\n"
+    )
+    monkeypatch.setenv("MH_GATES_FILE", str(strict))
+    registry = tiny_run.root / "registry" / TINY.hub_repo_id
+    before = sorted(p.name for p in registry.iterdir())
+    result = _run(
+        tiny_run, ["benchmark_scores_tiny", "hub_upload_tiny"], {"benchmark_scores_tiny": {"mode": "local", **SMALL}}
+    )
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert not checks["meets_minimums"].passed
+    assert "pceb_mcq.partial_credit 0.000 (minimum 0.9)" in checks["meets_minimums"].description
+    assert not result.asset_materializations_for_node("hub_upload_tiny")
+    assert sorted(p.name for p in registry.iterdir()) == before
+
+
+def test_reevaluation_schedule_asks_only_for_lanes_with_a_merged_model(tiny_run, monkeypatch):
+    from mh_assets.defs.evaluation import reevaluate_schedule
+
+    monkeypatch.setenv("MH_ARTIFACTS_DIR", str(tiny_run.root))
+    request = reevaluate_schedule(dg.build_schedule_context(instance=tiny_run.instance))
+    assert isinstance(request, dg.RunRequest)
+    assert request.asset_selection == [dg.AssetKey("benchmark_scores_tiny")]
+    monkeypatch.setenv("MH_ARTIFACTS_DIR", str(tiny_run.root / "empty"))
+    assert isinstance(reevaluate_schedule(dg.build_schedule_context(instance=tiny_run.instance)), dg.SkipReason)
+
+
+def test_changed_suite_marks_every_evaluated_lane_for_reevaluation(tiny_run, monkeypatch, tmp_path):
+    import mh_assets.benchmarks as benchmarks
+
+    monkeypatch.setenv("MH_ARTIFACTS_DIR", str(tiny_run.root))
+    observe = defs.resolve_job_def("observe_sources")
+
+    def requested(cursor):
+        result = dg.evaluate_automation_conditions(defs=defs, instance=tiny_run.instance, cursor=cursor)
+        return {r.key.to_user_string() for r in result.results if r.true_subset.size}, result.cursor
+
+    _, cursor = requested(None)
+    assert observe.execute_in_process(instance=tiny_run.instance).success
+    _, cursor = requested(cursor)  # the first observation: whatever it asks for is handled now
+    assert observe.execute_in_process(instance=tiny_run.instance).success
+    wanted, cursor = requested(cursor)
+    assert not wanted & {"benchmark_scores_tiny", "base_scores_tiny"}  # same suite: nothing to re-evaluate
+
+    changed = tmp_path / "safety.jsonl"
+    changed.write_text(benchmarks.SUITE["safety"].read_text(encoding="utf-8").split("\n", 1)[1], encoding="utf-8")
+    monkeypatch.setitem(benchmarks.SUITE, "safety", changed)
+    assert observe.execute_in_process(instance=tiny_run.instance).success
+    wanted, _ = requested(cursor)
+    assert {"benchmark_scores_tiny", "base_scores_tiny"} <= wanted
+    assert not wanted & {"benchmark_scores_7b", "base_scores_7b"}  # nothing to evaluate there: no model
