@@ -7,7 +7,7 @@ export MH_ARTIFACTS_DIR ?= $(CURDIR)/artifacts
 export DAGSTER_HOME ?= $(CURDIR)/.dagster
 export DAGSTER_MODULE_NAME := mh_assets
 
-.PHONY: setup demo test lint lock ui
+.PHONY: setup demo test lint lock ui scores-app
 setup: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml
 
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -35,6 +35,11 @@ test: setup
 
 ui: setup
 	$(VENV)/bin/dagster dev -h 127.0.0.1 -p 3000
+
+# EvalScope's dashboard over a lane's latest evaluation (LANE=tiny|7b|32b), on loopback only.
+LANE ?= tiny
+scores-app: setup
+	$(VENV)/bin/evalscope app --host 127.0.0.1 --port 9000 --outputs $(MH_ARTIFACTS_DIR)/benchmark_scores_$(LANE)/latest/evalscope
 
 # Re-resolve the lock after changing pyproject.toml's dependencies.
 lock:
