@@ -126,3 +126,22 @@ def test_exams_without_mirror_are_skipped_with_reason(scored):
     scores, _, _ = scored
     assert "no local mirror configured" in scores["benchmarks"]["ceval"]["skipped"]
     assert scores["target"] == {"mode": "endpoint", "api_url": scores["target"]["api_url"], "model": "stub-model"}
+
+
+def test_broken_exam_mirror_is_skipped_quickly_with_the_reason(tmp_path: Path):
+    import time
+
+    from mh_assets.runners.evaluate import model_kwargs, run_exam
+
+    (tmp_path / "ceval").mkdir()  # a mirror folder with nothing EvalScope can load
+    with openai_stub(script) as (url, _):
+        started = time.monotonic()
+        result = run_exam(
+            "ceval",
+            str(tmp_path / "ceval"),
+            model_kwargs({"mode": "endpoint", "api_url": url, "model": "stub-model"}),
+            {"max_tokens": 8, "limits": {"ceval": 2}},
+            tmp_path / "work",
+        )
+    assert result["skipped"].startswith("ceval failed: ")
+    assert time.monotonic() - started < 120
