@@ -13,8 +13,15 @@ from mh_assets.defs.data import (
 )
 from mh_assets.defs.evaluation import EvalResource, eval_suite, reevaluate_job, reevaluate_schedule
 from mh_assets.defs.lanes import build_lane
+from mh_assets.defs.publishing import HubResource
 from mh_assets.defs.resources import GpuResource, ProcessGroupPipesClient, SwanLabResource
 from mh_assets.lanes import LANES
+
+
+def _secret(name: str) -> dg.EnvVar | None:
+    """A secret read from the environment (or .env) at run time; None when unset, so the code location loads."""
+    return dg.EnvVar(name) if os.environ.get(name) else None
+
 
 lane_assets, lane_checks = [], []
 for _lane in LANES.values():
@@ -47,9 +54,15 @@ defs = dg.Definitions(
             ceval_path=os.environ.get("MH_CEVAL_PATH", ""),
             cmmlu_path=os.environ.get("MH_CMMLU_PATH", ""),
         ),
+        "hub": HubResource(
+            modelscope_token=_secret("MODELSCOPE_API_TOKEN"),
+            hf_token=_secret("HF_TOKEN"),
+            modelscope_endpoint=os.environ.get("MODELSCOPE_ENDPOINT"),
+            hf_endpoint=os.environ.get("HF_ENDPOINT"),
+        ),
         "swanlab": SwanLabResource(
             mode=os.environ.get("MH_SWANLAB_MODE"),
-            api_key=dg.EnvVar("SWANLAB_API_KEY") if os.environ.get("SWANLAB_API_KEY") else None,
+            api_key=_secret("SWANLAB_API_KEY"),
         ),
     },
 )

@@ -1,55 +1,179 @@
-"""The experiment report the runbook leaves to be filled by hand, generated. Plain module."""
+"""The experiment report the runbook leaves "to be filled", generated from a lane's artifacts. Plain module."""
 
 from __future__ import annotations
 
+import html
+from dataclasses import dataclass
 from typing import Any
 
 from mh_assets.benchmarks import comparison_rows, comparison_table
 from mh_assets.lanes import Lane
+from mh_assets.modelcard import safety_summary
 from mh_assets.recipes import flags
 
 
-def experiment_report(
-    lane: Lane,
-    snapshot: dict[str, Any],
-    training: dict[str, Any],
-    scores: dict[str, Any],
-    base: dict[str, Any] | None,
-    gate_lines: list[str],
-    facts: dict[str, Any],
-) -> str:
-    recipe = "\n".join(f"| {name} | {' '.join(values)} |" for name, values in flags(lane.recipe))
-    gpus = ", ".join(g["name"] for g in facts.get("gpus", [])) or "none (CPU)"
-    swanlab = training.get("swanlab_url") or training.get("swanlab_log_dir") or "disabled"
+@dataclass
+class ReportInputs:
+    lane: Lane
+    snapshot: dict[str, Any]  # the dataset manifest
+    training: dict[str, Any]  # lora_adapter summary.json
+    losses: list[tuple[int, float]]
+    facts: dict[str, Any]  # training_env facts.json
+    scores: dict[str, Any]
+    base: dict[str, Any] | None
+    gate_lines: list[str]
+    gates_passed: bool
+    merge_command: str
+    merged_path: str
+
+
+def loss_svg(losses: list[tuple[int, float]], width: int = 640, height: int = 240) -> str:
+    """The training loss as a small SVG line chart (no plotting library needed)."""
+    if len(losses) < 2:
+        return f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}"></svg>'
+    pad = 40
+    steps, values = [s for s, _ in losses], [v for _, v in losses]
+    lo, hi = min(values), max(values)
+    span = (hi - lo) or 1.0
+
+    def point(step: int, value: float) -> str:
+        x = pad + (step - steps[0]) / ((steps[-1] - steps[0]) or 1) * (width - 2 * pad)
+        y = height - pad - (value - lo) / span * (height - 2 * pad)
+        return f"{x:.1f},{y:.1f}"
+
+    line = " ".join(point(s, v) for s, v in losses)
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" '
+        f'font-size="12"><rect width="100%" height="100%" fill="white"/>'
+        f'<polyline fill="none" stroke="#2f6fdf" stroke-width="2" points="{line}"/>'
+        f'<text x="{pad}" y="{pad - 10}">loss {hi:.3f}</text>'
+        f'<text x="{pad}" y="{height - 10}">step {steps[0]} … {steps[-1]}, loss {lo:.3f}</text></svg>'
+    )
+
+
+def known_issues(inputs: ReportInputs) -> list[str]:
+    """What this run met that a reader should know about."""
+    issues = []
+    snapshot = inputs.snapshot
+    if snapshot["rows_quarantined"]:
+        issues.append(f"{snapshot['rows_quarantined']} dataset rows quarantined: {snapshot['quarantine_reasons']}")
+    for kind, found in snapshot.get("pii", {}).items():
+        issues.append(f"personal data in kept rows: {kind} x{found['count']}")
+    for size, stats in snapshot.get("token_lengths", {}).items():
+        if "stand-in" in stats["tokenizer"] and size == inputs.lane.size:
+            issues.append(f"token lengths counted with the {stats['tokenizer']}")
+        if size == inputs.lane.size and stats["over_max_length"]:
+            issues.append(f"{stats['over_max_length']} conversations exceed max_length {stats['max_length']}")
+    for name, result in inputs.scores.get("benchmarks", {}).items():
+        if result.get("skipped"):
+            issues.append(f"{name} skipped: {result['skipped']}")
+        if result.get("unreadable"):
+            issues.append(f"{name}: the judge's reply could not be read {result['unreadable']} time(s)")
+    if inputs.base is None:
+        issues.append("no base-model scores: the comparison and the regression gate have nothing to compare with")
+    if not inputs.gates_passed:
+        issues.append("the publication gates failed: " + "; ".join(inputs.gate_lines))
+    if inputs.training.get("swanlab_mode") in (None, "disabled"):
+        issues.append("SwanLab reporting was disabled")
+    return issues or ["none"]
+
+
+def _dialogues(inputs: ReportInputs) -> str:
+    base = {s["question"]: s["answer"] for s in (inputs.base or {}).get("samples", [])}
+    parts = []
+    for sample in inputs.scores.get("samples", []):
+        parts.append(
+            f"**来访者：** {sample['question']}\n\n"
+            f"- base: {base.get(sample['question'], '(not evaluated)') or '(empty reply)'}\n"
+            f"- fine-tuned: {sample['answer'] or '(empty reply)'}"
+        )
+    return "\n\n".join(parts) or "No sample dialogues were recorded."
+
+
+def experiment_report(inputs: ReportInputs) -> str:
+    lane, snapshot, training, facts = inputs.lane, inputs.snapshot, inputs.training, inputs.facts
+    gpus = ", ".join(f"{g['name']} ({g['memory_gib']} GiB)" for g in facts.get("gpus", [])) or "none (CPU)"
+    flash = facts.get("flash_attn", {})
+    flash_text = f"kernel imports ({flash.get('version')})" if flash.get("kernel_ok") else "not available"
+    packages = ", ".join(f"{k} {v}" for k, v in sorted(facts.get("packages", {}).items()) if v)
+    lengths = snapshot.get("token_lengths", {}).get(lane.size, {})
+    tokenizer = lengths.get("tokenizer")
+    recipe = "\n".join(f"| `{name}` | {' '.join(values)} |" for name, values in flags(lane.recipe))
+    swanlab = training.get("swanlab_url") or (
+        f"{training.get('swanlab_mode')} mode, run `{training.get('swanlab_run_id')}`, logs in "
+        f"`{training.get('swanlab_log_dir')}` (`swanlab watch {training.get('swanlab_log_dir')} -h 127.0.0.1`)"
+    )
+    verdict = "passed" if inputs.gates_passed else "FAILED"
+    deploy = (
+        f"swift deploy --model {inputs.merged_path} --infer_backend {lane.deploy_backend} "
+        f"--served_model_name {lane.served_model_name} --host 127.0.0.1 --port 8000"
+    )
     return f"""# Experiment report: {lane.swanlab_exp_name}
 
 ## Overview
-LoRA SFT of `{lane.base_model}` (lane `{lane.size}`) on dataset snapshot `{snapshot["sha256"][:16]}`.
+LoRA SFT of `{lane.base_model}` (revision `{lane.revision}`, lane `{lane.size}`) on dataset snapshot
+`{snapshot["sha256"][:16]}`. Final training loss {training.get("last_loss")} after {training.get("steps")} steps.
+Publication gates: **{verdict}**.
 
 ## Environment
-torch {facts.get("torch")}, CUDA {facts.get("torch_cuda") or "none"}, GPUs: {gpus},
-flash-attn: {"yes" if facts.get("flash_attn", {}).get("kernel_ok") else "no"}.
+- torch {facts.get("torch")}, CUDA {facts.get("torch_cuda") or "none"}, Python {facts.get("python")}
+- GPUs: {gpus}; flash-attn: {flash_text}
+- packages: {packages}
 
 ## Data
-{snapshot["rows_kept"]} conversations kept of {snapshot["rows_in"]} ({snapshot["rows_quarantined"]} quarantined),
-schemas {snapshot["schemas"]}.
+| figure | value |
+|---|---|
+| source | `{snapshot["source"]}` (revision {snapshot.get("revision") or "-"}) |
+| conversations kept / in | {snapshot["rows_kept"]} / {snapshot["rows_in"]} |
+| quarantined | {snapshot["rows_quarantined"]} {snapshot["quarantine_reasons"] or ""} |
+| schemas | {snapshot["schemas"]} |
+| turns per conversation | {snapshot["turns_per_conversation"]} |
+| tokens p50 / p95 / max | {lengths.get("p50")} / {lengths.get("p95")} / {lengths.get("max")} ({tokenizer}) |
+| over max_length {lengths.get("max_length")} | {lengths.get("over_max_length")} |
 
 ## Recipe
 | flag | value |
 |---|---|
 {recipe}
 
+Equivalent commands:
 ```
 {training.get("command")}
+{inputs.merge_command}
+{deploy}
 ```
 
 ## Training
-loss {training.get("first_loss")} -> {training.get("last_loss")} over {training.get("steps")} steps,
-{training.get("train_runtime_s")} s.
-SwanLab ({training.get("swanlab_mode")}): {swanlab}, run {training.get("swanlab_run_id")}.
+![training loss](loss.svg)
+
+Loss {training.get("first_loss")} → {training.get("last_loss")} over {training.get("steps")} steps in
+{training.get("train_runtime_s")} s ({training.get("train_samples_per_second")} samples/s).
+SwanLab: {swanlab}.
 
 ## Results
-{comparison_table(comparison_rows(scores, base))}
+{comparison_table(comparison_rows(inputs.scores, inputs.base))}
 
-Gates: {"; ".join(gate_lines)}
+Gates ({verdict}): {"; ".join(inputs.gate_lines)}
+
+## Sample dialogues
+{_dialogues(inputs)}
+
+## Safety probes
+{safety_summary(inputs.scores)}
+
+## Known issues met in this run
+{chr(10).join("- " + issue for issue in known_issues(inputs))}
 """
+
+
+def to_html(markdown_text: str, title: str) -> str:
+    import markdown
+
+    body = markdown.markdown(markdown_text, extensions=["tables", "fenced_code"])
+    return (
+        f'<!doctype html><html lang="zh"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        "<style>body{font-family:sans-serif;max-width:60rem;margin:2rem auto;line-height:1.5}"
+        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.2rem .5rem}"
+        "pre{background:#f5f5f5;padding:.5rem;overflow-x:auto}</style></head>"
+        f"<body>{body}</body></html>"
+    )

@@ -6,25 +6,23 @@ artifact store (``mh_assets.store``), so selecting a single asset works as long 
 
 import dataclasses
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 from pydantic import Field
 
-from mh_assets.defs.common import child_metadata, fingerprint, read_json, runner, upstream
+from mh_assets.defs.common import child_metadata, fingerprint, runner, upstream
 from mh_assets.defs.data import SNAPSHOT
-from mh_assets.defs.evaluation import build_evaluation, gate_results
+from mh_assets.defs.evaluation import build_evaluation
+from mh_assets.defs.publishing import build_publishing
 from mh_assets.defs.resources import GpuResource, ProcessGroupPipesClient, SwanLabResource
 from mh_assets.envcheck import flash_attn_verdict, precision_verdict
 from mh_assets.lanes import Lane
-from mh_assets.modelcard import model_card
 from mh_assets.models import check_model_folder, hub_endpoint, model_dir, reachable, write_pointer
 from mh_assets.procs import child_env
 from mh_assets.recipes import MergeRun, SftRun
-from mh_assets.report import experiment_report
-from mh_assets.store import artifacts_dir, hash_tree, latest, publish, staging, tree_size
+from mh_assets.store import hash_tree, publish, staging, tree_size
 
 STAGES = (
     "base_model",
@@ -267,60 +265,8 @@ def build_lane(lane: Lane) -> tuple[list[dg.AssetsDefinition], list[dg.AssetChec
     evaluation_assets, evaluation_checks = build_evaluation(lane, merged_model, base_model, common)
     benchmark_scores = evaluation_assets[1]
 
-    def _gates() -> tuple[bool, list[str], dict[str, Any], dict[str, Any] | None]:
-        results = gate_results(lane)
-        lines = [line for _, found in results.values() for line in found]
-        scores = read_json(upstream(key("benchmark_scores")) / "scores.json")
-        base_folder = latest(key("base_scores"))
-        base = read_json(base_folder / "scores.json") if base_folder else None
-        return all(passed for passed, _ in results.values()), lines, scores, base
+    publishing_assets = build_publishing(lane, lora_adapter, merged_model, benchmark_scores, common)
 
-    @dg.asset(name=key("hub_upload"), deps=[merged_model, benchmark_scores], kinds={"modelscope"}, **common)
-    def hub_upload(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-        """The merged model and its model card in the local registry; refused when the scores miss the gates."""
-        merged = upstream(key("merged_model"), gpu_hint)
-        passed, lines, scores, base = _gates()
-        if not passed:
-            raise dg.Failure(description="Not published: the benchmark gates failed: " + "; ".join(lines))
-        registry = artifacts_dir() / "registry" / lane.hub_repo_id
-        with staging(f"registry/{lane.hub_repo_id}") as tmp:
-            shutil.copytree(merged, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns("args.json"))
-            (tmp / "README.md").write_text(model_card(lane, scores, base, _summary()), encoding="utf-8")
-            final = publish(tmp, merged.name)
-        files, size = tree_size(final)
-        context.log.info(f"published {merged} to {final}")
-        return dg.MaterializeResult(
-            metadata={
-                "target": "local",
-                "repo_id": lane.hub_repo_id,
-                "path": dg.MetadataValue.path(str(final)),
-                "registry": str(registry),
-                "files": files,
-                "bytes": size,
-            },
-        )
-
-    def _summary() -> dict[str, Any]:
-        return json.loads((upstream(key("lora_adapter")) / "summary.json").read_text(encoding="utf-8"))
-
-    @dg.asset(
-        name=key("experiment_report"),
-        deps=[SNAPSHOT, lora_adapter, merged_model, benchmark_scores],
-        kinds={"markdown"},
-        **common,
-    )
-    def report(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-        """The runbook's experiment report, generated from the lane's artifacts."""
-        snapshot = json.loads((upstream(SNAPSHOT) / "manifest.json").read_text(encoding="utf-8"))
-        _, lines, scores, base = _gates()
-        text = experiment_report(lane, snapshot, _summary(), scores, base, lines, _facts())
-        with staging(key("experiment_report")) as tmp:
-            (tmp / "report.md").write_text(text, encoding="utf-8")
-            final = publish(tmp, f"{context.run.run_id[:8]}")
-        return dg.MaterializeResult(
-            metadata={"path": dg.MetadataValue.path(str(final / "report.md")), "report": dg.MetadataValue.md(text)}
-        )
-
-    assets = [base_model, training_env, lora_adapter, merged_model, *evaluation_assets, hub_upload, report]
+    assets = [base_model, training_env, lora_adapter, merged_model, *evaluation_assets, *publishing_assets]
     checks = [flash_attn_available, precision_supported, *evaluation_checks]
     return assets, checks

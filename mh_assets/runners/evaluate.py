@@ -34,6 +34,7 @@ from mh_assets.models import hub_endpoint, reachable
 from mh_assets.procs import start_group, stop_group
 
 READY_TIMEOUT_S = 600
+SAMPLE_DIALOGUES = 3  # the first psyqa questions, kept with the answers for the report
 
 
 def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -131,7 +132,9 @@ def run_suite(target: dict[str, Any], ex: dict[str, Any]) -> dict[str, Any]:
         benchmarks["counselling"] = {"skipped": "no judge endpoint configured (MH_JUDGE_URL, MH_JUDGE_MODEL)"}
     for name in ("ceval", "cmmlu"):
         benchmarks[name] = run_exam(name, (ex.get("mirrors") or {}).get(name), kwargs, ex, evalscope_dir)
-    return {"suite_sha256": suite_hash(files), "benchmarks": benchmarks}
+    samples = [{"question": r["question"], "answer": a} for r, a in zip(rows["psyqa"], psyqa, strict=True)]
+    samples = samples[:SAMPLE_DIALOGUES]
+    return {"suite_sha256": suite_hash(files), "benchmarks": benchmarks, "samples": samples}
 
 
 def run_exam(name: str, mirror: str | None, kwargs: dict[str, Any], ex: dict[str, Any], work: Path) -> dict[str, Any]:
