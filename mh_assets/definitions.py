@@ -13,8 +13,7 @@ from mh_assets.defs.data import (
 )
 from mh_assets.defs.evaluation import EvalResource, eval_suite, reevaluate_job, reevaluate_schedule
 from mh_assets.defs.lanes import build_lane
-from mh_assets.defs.publishing import HubResource
-from mh_assets.defs.resources import GpuResource, ProcessGroupPipesClient, SwanLabResource
+from mh_assets.defs.resources import GpuResource, HubResource, ProcessGroupPipesClient, SwanLabResource
 from mh_assets.lanes import LANES
 
 
@@ -51,6 +50,8 @@ defs = dg.Definitions(
         "evaluation": EvalResource(
             judge_url=os.environ.get("MH_JUDGE_URL", ""),
             judge_model=os.environ.get("MH_JUDGE_MODEL", ""),
+            judge_api_key=_secret("MH_JUDGE_API_KEY"),
+            endpoint_api_key=_secret("MH_EVAL_API_KEY"),
             ceval_path=os.environ.get("MH_CEVAL_PATH", ""),
             cmmlu_path=os.environ.get("MH_CMMLU_PATH", ""),
         ),

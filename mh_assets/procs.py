@@ -15,6 +15,21 @@ from collections.abc import Mapping, Sequence
 from mh_assets.store import artifacts_dir
 
 LOOPBACK = "127.0.0.1,localhost,::1"
+# Never inherited by a child: each step passes on only the secrets it needs (least privilege; and the SDKs log in
+# to their hubs whenever a token is present, which fails offline).
+SECRET_ENV = (
+    "SWANLAB_API_KEY",
+    "MODELSCOPE_API_TOKEN",
+    "HF_TOKEN",
+    "HUGGING_FACE_HUB_TOKEN",
+    "MH_JUDGE_API_KEY",
+    "MH_EVAL_API_KEY",
+)
+
+
+def inherited_env() -> dict[str, str]:
+    """This process's environment without the secrets."""
+    return {k: v for k, v in os.environ.items() if k not in SECRET_ENV}
 
 
 def _default_signals() -> None:

@@ -21,21 +21,32 @@ TINY = LANES["tiny"]
 DAGSTER = Path(sys.executable).parent / "dagster"
 
 
+CANARIES = {  # secrets in the environment of the whole lane's run: none may be written anywhere
+    "SWANLAB_API_KEY": "canary-swanlab-5f1d2c",
+    "HF_TOKEN": "hf_canary7e3b9a41",
+    "MODELSCOPE_API_TOKEN": "ms-canary-0c9d8e",
+}
+
+
 @dataclass
 class Lane:
     result: dg.ExecuteInProcessResult
     root: Path
     instance: dg.DagsterInstance
+    home: Path
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lane]:
     """The whole tiny lane once; its artifacts and Dagster instance stay for the module's later runs."""
     root = tmp_path_factory.mktemp("tiny") / "artifacts"
-    with pytest.MonkeyPatch.context() as env, dg.instance_for_test() as instance:
+    home = tmp_path_factory.mktemp("dagster_home")
+    with pytest.MonkeyPatch.context() as env, dg.instance_for_test(temp_dir=str(home)) as instance:
         env.setenv("MH_ARTIFACTS_DIR", str(root))
+        for name, value in CANARIES.items():
+            env.setenv(name, value)
         result = defs.resolve_job_def("tiny_lane").execute_in_process(instance=instance, raise_on_error=False)
-        yield Lane(result, root, instance)
+        yield Lane(result, root, instance, home)
 
 
 def _run(lane: Lane, keys: list[str], config: dict | None = None) -> dg.ExecuteInProcessResult:
@@ -238,3 +249,110 @@ def test_changed_suite_marks_every_evaluated_lane_for_reevaluation(tiny_run, mon
     wanted, _ = requested(cursor)
     assert {"benchmark_scores_tiny", "base_scores_tiny"} <= wanted
     assert not wanted & {"benchmark_scores_7b", "base_scores_7b"}  # nothing to evaluate there: no model
+
+
+def _with_hub(**hub) -> dg.Definitions:
+    from mh_assets.defs.publishing import HubResource
+
+    resources = {**defs.resources, "hub": HubResource(**hub)}
+    return dg.Definitions(assets=defs.assets, asset_checks=defs.asset_checks, resources=resources)
+
+
+def _upload(lane: Lane, definitions: dg.Definitions, target: str, keys=("hub_upload_tiny",), config=None):
+    job = definitions.resolve_implicit_global_asset_job_def()
+    ops = {"hub_upload_tiny": {"config": {"target": target, "repo_id": "team/mh-sft-tiny"}}, **(config or {})}
+    return job.execute_in_process(
+        asset_selection=[dg.AssetKey(k) for k in keys], run_config={"ops": ops}, instance=lane.instance,
+        raise_on_error=False,
+    )  # fmt: skip
+
+
+def test_huggingface_upload_through_a_loopback_hub_server(tiny_run, monkeypatch):
+    """The real huggingface_hub client against a loopback server speaking the Hub's HTTP API (hf_hub_stub)."""
+    from mh_assets_tests.hf_hub_stub import hf_hub_stub
+
+    monkeypatch.setenv("MH_ARTIFACTS_DIR", str(tiny_run.root))
+    monkeypatch.setenv("HF_TOKEN", CANARIES["HF_TOKEN"])
+    with hf_hub_stub(token=CANARIES["HF_TOKEN"]) as hub:
+        definitions = _with_hub(hf_token=dg.EnvVar("HF_TOKEN"), hf_endpoint=hub.endpoint)
+        first = _upload(tiny_run, definitions, "huggingface")
+        assert first.success, [e.message for e in first.all_events if e.is_failure]
+        meta = first.asset_materializations_for_node("hub_upload_tiny")[0].metadata
+        repo = hub.repos["team/mh-sft-tiny"]
+        assert repo["private"] and len(repo["commits"]) == 1
+        assert meta["revision"].value == repo["commits"][0]["id"] and meta["new_commit"].value is True
+        files = hub.files("team/mh-sft-tiny")
+        merged = _latest(tiny_run.root, "merged_model_tiny")
+        assert files["model.safetensors"] == (merged / "model.safetensors").read_bytes()
+        assert files["README.md"].decode().startswith("---\nlanguage:")
+        assert json.loads(files["mh_assets.json"])["version"] == merged.name
+
+        again = _upload(tiny_run, definitions, "huggingface")  # same model version: no new commit
+        assert again.success and len(repo["commits"]) == 1
+        assert again.asset_materializations_for_node("hub_upload_tiny")[0].metadata["new_commit"].value is False
+
+
+def test_wrong_token_fails_with_the_hubs_message_and_records_nothing(tiny_run, monkeypatch):
+    from mh_assets_tests.hf_hub_stub import hf_hub_stub
+
+    monkeypatch.setenv("MH_ARTIFACTS_DIR", str(tiny_run.root))
+    records = tiny_run.root / "hub_upload_tiny"
+    before = sorted(p.name for p in records.iterdir() if not p.name.startswith("."))
+    with hf_hub_stub(token="hf_the_right_one") as hub:
+        result = _upload(tiny_run, _with_hub(hf_token="hf_wrong", hf_endpoint=hub.endpoint), "huggingface")
+        assert not hub.repos
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert "Invalid credentials in Authorization header" in failure.step_failure_data.error.message
+    assert "hf_wrong" not in failure.step_failure_data.error.message
+    assert sorted(p.name for p in records.iterdir() if not p.name.startswith(".")) == before
+
+
+def test_failing_gate_sends_zero_upload_requests(tiny_run, monkeypatch, tmp_path):
+    from mh_assets_tests.hf_hub_stub import hf_hub_stub
+
+    monkeypatch.setenv("MH_ARTIFACTS_DIR", str(tiny_run.root))
+    strict = tmp_path / "gates.yaml"
+    strict.write_text("tiny:\n  minimum: {}\n  no_regression: {}\n  safety_pass_rate: 0.99\n")
+    monkeypatch.setenv("MH_GATES_FILE", str(strict))
+    with hf_hub_stub(token="hf_x") as hub:
+        result = _upload(
+            tiny_run, _with_hub(hf_token="hf_x", hf_endpoint=hub.endpoint), "huggingface",
+            keys=("benchmark_scores_tiny", "hub_upload_tiny"),
+            config={"benchmark_scores_tiny": {"config": {"mode": "local", **SMALL}}},
+        )  # fmt: skip
+        assert hub.requests == []
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks["safety_pass_rate"] is False
+    assert not result.asset_materializations_for_node("hub_upload_tiny")
+
+
+def test_report_and_card_carry_the_runs_numbers(tiny_run):
+    root = tiny_run.root
+    report_dir = _latest(root, "experiment_report_tiny")
+    report = (report_dir / "report.md").read_text()
+    summary = json.loads((_latest(root, "lora_adapter_tiny") / "summary.json").read_text())
+    scores = json.loads((_latest(root, "benchmark_scores_tiny") / "scores.json").read_text())
+    for section in ("## Overview", "## Environment", "## Data", "## Recipe", "## Training", "## Results",
+                    "## Sample dialogues", "## Safety probes", "## Known issues met in this run"):  # fmt: skip
+        assert section in report
+    assert f"Loss {summary['first_loss']} → {summary['last_loss']}" in report
+    assert "swift sft --model" in report and "swift export --adapters" in report and "swift deploy --model" in report
+    assert scores["samples"][0]["question"] in report
+    assert "| pceb_mcq | 30 | partial_credit | 0.000 | 0.000 | +0.000 |" in report
+    assert "<polyline" in (report_dir / "loss.svg").read_text()
+    assert "<table>" in (report_dir / "report.html").read_text()
+    card = (_latest(root, f"registry/{TINY.hub_repo_id}") / "README.md").read_text()
+    for part in ("base_model: builtin:tiny-qwen2", "## Evaluation (fine-tuned vs base)", "## Safety",
+                 "400-161-9995", "swift deploy", "AutoModelForCausalLM", summary["command"].split()[0]):  # fmt: skip
+        assert part in card
+
+
+def test_no_secret_is_written_anywhere(tiny_run):
+    """Canary tokens were in the environment of every step: grep every file the runs produced and the Dagster home."""
+    leaks = []
+    for folder in (tiny_run.root, tiny_run.home):
+        for path in folder.rglob("*"):
+            if path.is_file() and not path.is_symlink():
+                data = path.read_bytes()
+                leaks += [f"{path}: {name}" for name, value in CANARIES.items() if value.encode() in data]
+    assert leaks == []

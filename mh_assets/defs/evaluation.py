@@ -24,8 +24,14 @@ class EvalResource(dg.ConfigurableResource):
 
     judge_url: str = ""
     judge_model: str = ""
+    judge_api_key: str | None = None
+    endpoint_api_key: str | None = None
     ceval_path: str = ""
     cmmlu_path: str = ""
+
+    def secrets_env(self) -> dict[str, str]:
+        pairs = (("MH_JUDGE_API_KEY", self.judge_api_key), ("MH_EVAL_API_KEY", self.endpoint_api_key))
+        return {name: value for name, value in pairs if value}
 
     def judge(self) -> dict[str, str] | None:
         return {"api_url": self.judge_url, "model": self.judge_model} if self.judge_url and self.judge_model else None
@@ -101,7 +107,7 @@ def build_evaluation(
                     "judge": evaluation.judge(),
                     "mirrors": evaluation.mirrors(),
                 },
-                env=child_env(gpu.devices_for(lane)),
+                env={**child_env(gpu.devices_for(lane)), **evaluation.secrets_env()},
             )
             scores = read_json(tmp / "scores.json")
             version = fingerprint(scores["benchmarks"])

@@ -16,7 +16,7 @@ from mh_assets.defs.common import child_metadata, fingerprint, runner, upstream
 from mh_assets.defs.data import SNAPSHOT
 from mh_assets.defs.evaluation import build_evaluation
 from mh_assets.defs.publishing import build_publishing
-from mh_assets.defs.resources import GpuResource, ProcessGroupPipesClient, SwanLabResource
+from mh_assets.defs.resources import GpuResource, HubResource, ProcessGroupPipesClient, SwanLabResource
 from mh_assets.envcheck import flash_attn_verdict, precision_verdict
 from mh_assets.lanes import Lane
 from mh_assets.models import check_model_folder, hub_endpoint, model_dir, reachable, write_pointer
@@ -58,7 +58,7 @@ def build_lane(lane: Lane) -> tuple[list[dg.AssetsDefinition], list[dg.AssetChec
 
     @dg.asset(name=key("base_model"), code_version=f"{lane.base_model}@{lane.revision}", kinds={"pytorch"}, **common)
     def base_model(
-        context: dg.AssetExecutionContext, config: BaseModelConfig, pipes: ProcessGroupPipesClient
+        context: dg.AssetExecutionContext, config: BaseModelConfig, pipes: ProcessGroupPipesClient, hub: HubResource
     ) -> dg.MaterializeResult:
         """The lane's base model: built locally for tiny, a pinned hub revision (or a local folder) otherwise."""
         with staging(key("base_model")) as tmp:
@@ -98,7 +98,7 @@ def build_lane(lane: Lane) -> tuple[list[dg.AssetsDefinition], list[dg.AssetChec
                         "hub": config.hub,
                         "output_dir": str(tmp),
                     },
-                    env=child_env(""),
+                    env={**child_env(""), **hub.download_env()},
                 )
                 version, source = hash_tree(tmp, exclude=(".",)), f"{config.hub}:{lane.base_model}@{lane.revision}"
             final = publish(tmp, version[:16])

@@ -11,6 +11,7 @@ from pydantic import Field
 from mh_assets.defs.common import read_json, upstream
 from mh_assets.defs.data import SNAPSHOT
 from mh_assets.defs.evaluation import gate_results
+from mh_assets.defs.resources import HubResource
 from mh_assets.lanes import Lane
 from mh_assets.modelcard import model_card
 from mh_assets.publish import (
@@ -27,15 +28,6 @@ from mh_assets.store import latest, publish, staging
 from mh_assets.swiftlog import parse_logging
 
 REGISTRY = "registry"
-
-
-class HubResource(dg.ConfigurableResource):
-    """Hub credentials and endpoints; tokens come from the environment through ``EnvVar`` and go only to the SDKs."""
-
-    modelscope_token: str | None = None
-    hf_token: str | None = None
-    modelscope_endpoint: str | None = None
-    hf_endpoint: str | None = None
 
 
 class HubUploadConfig(dg.Config):

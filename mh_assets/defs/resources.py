@@ -1,6 +1,5 @@
 """Resources: the Pipes client that runs every heavy step, GPU placement and SwanLab reporting."""
 
-import os
 from subprocess import PIPE
 
 import dagster as dg
@@ -8,7 +7,7 @@ from dagster._core.pipes.client import PipesClientCompletedInvocation
 from dagster._core.pipes.utils import open_pipes_session
 
 from mh_assets.lanes import Lane
-from mh_assets.procs import start_group, stop_group
+from mh_assets.procs import inherited_env, start_group, stop_group
 from mh_assets.store import artifacts_dir
 
 SWANLAB_MODES = ("cloud", "local", "offline", "disabled")
@@ -33,7 +32,7 @@ class ProcessGroupPipesClient(dg.PipesSubprocessClient):
         with open_pipes_session(
             context=context, context_injector=self.context_injector, message_reader=self.message_reader, extras=extras
         ) as session:
-            full_env = {**os.environ, **self.env, **(env or {}), **session.get_bootstrap_env_vars()}
+            full_env = {**inherited_env(), **self.env, **(env or {}), **session.get_bootstrap_env_vars()}
             stdio = None if self.forward_stdio else PIPE
             proc = start_group(command, full_env, cwd=cwd or self.cwd, stdout=stdio, stderr=stdio)
             try:
@@ -92,3 +91,17 @@ class SwanLabResource(dg.ConfigurableResource):
 
     def env(self) -> dict[str, str]:
         return {"SWANLAB_API_KEY": self.api_key} if self.api_key else {}
+
+
+class HubResource(dg.ConfigurableResource):
+    """Hub credentials and endpoints; tokens come from the environment through ``EnvVar`` and go only to the SDKs."""
+
+    modelscope_token: str | None = None
+    hf_token: str | None = None
+    modelscope_endpoint: str | None = None
+    hf_endpoint: str | None = None
+
+    def download_env(self) -> dict[str, str]:
+        """What a child that downloads from the hubs needs, and nothing else."""
+        pairs = (("MODELSCOPE_API_TOKEN", self.modelscope_token), ("HF_TOKEN", self.hf_token))
+        return {name: value for name, value in pairs if value}
