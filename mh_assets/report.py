@@ -82,11 +82,9 @@ def _dialogues(inputs: ReportInputs) -> str:
     base = {s["question"]: s["answer"] for s in (inputs.base or {}).get("samples", [])}
     parts = []
     for sample in inputs.scores.get("samples", []):
-        parts.append(
-            f"**来访者：** {sample['question']}\n\n"
-            f"- base: {base.get(sample['question'], '(not evaluated)') or '(empty reply)'}\n"
-            f"- fine-tuned: {sample['answer'] or '(empty reply)'}"
-        )
+        before = base.get(sample["question"], "(not evaluated)").strip() or "(empty reply)"
+        after = sample["answer"].strip() or "(empty reply)"
+        parts.append(f"**来访者：** {sample['question']}\n\n- base: {before}\n- fine-tuned: {after}")
     return "\n\n".join(parts) or "No sample dialogues were recorded."
 
 
