@@ -69,3 +69,19 @@ def test_loading_the_code_location_imports_nothing_heavy():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_hub_upload_is_automatic_only_when_a_team_opts_in(monkeypatch):
+    from mh_assets.defs.lanes import build_lane
+
+    def condition(assets):
+        upload = next(a for a in assets if dg.AssetKey("hub_upload_7b") in getattr(a, "keys", ()))
+        return next(iter(upload.specs)).automation_condition
+
+    assert condition(defs.assets) is None
+    monkeypatch.setenv("MH_AUTO_PUBLISH", "7b")
+    opted_in = condition(build_lane(LANES["7b"])[0])
+    expected = dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed()
+    assert opted_in is not None and opted_in.get_node_unique_id(parent_unique_id=None, index=None, target_key=None) == (
+        expected.get_node_unique_id(parent_unique_id=None, index=None, target_key=None)
+    )
