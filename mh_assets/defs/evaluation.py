@@ -120,14 +120,10 @@ def build_evaluation(
         }
         return dg.MaterializeResult(data_version=dg.DataVersion(version), metadata=metadata)
 
-    @dg.asset(
-        name=key("base_scores"),
-        deps=[base_model, EVAL_SUITE],
-        pool=pool,
-        kinds={"evalscope"},
-        automation_condition=dg.AutomationCondition.eager(),
-        **common,
-    )
+    # both evaluate again by themselves when their model or the suite changes
+    score_args = {"pool": pool, "kinds": {"evalscope"}, "automation_condition": dg.AutomationCondition.eager()}
+
+    @dg.asset(name=key("base_scores"), deps=[base_model, EVAL_SUITE], **score_args, **common)
     def base_scores(
         context: dg.AssetExecutionContext,
         config: EvalConfig,
@@ -138,14 +134,7 @@ def build_evaluation(
         """The suite on the base model: what fine-tuning must not make worse."""
         return evaluate(context, config, pipes, gpu, evaluation, key("base_scores"), key("base_model"))
 
-    @dg.asset(
-        name=key("benchmark_scores"),
-        deps=[merged_model, EVAL_SUITE],
-        pool=pool,
-        kinds={"evalscope"},
-        automation_condition=dg.AutomationCondition.eager(),
-        **common,
-    )
+    @dg.asset(name=key("benchmark_scores"), deps=[merged_model, EVAL_SUITE], **score_args, **common)
     def benchmark_scores(
         context: dg.AssetExecutionContext,
         config: EvalConfig,
