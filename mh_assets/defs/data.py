@@ -1,12 +1,12 @@
 """The dataset every lane trains on: its observed source, the validated snapshot, and the snapshot's checks."""
 
-import json
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 from pydantic import Field
 
+from mh_assets.defs.common import read_json
 from mh_assets.lanes import LANES
 from mh_assets.lengths import histogram_markdown
 from mh_assets.snapshot import build_snapshot, plan_lengths
@@ -116,7 +116,7 @@ def _manifest() -> dict[str, Any]:
     folder = latest(SNAPSHOT)
     if folder is None:
         raise dg.Failure(description=f"{SNAPSHOT} has not been materialized")
-    return json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    return read_json(folder / "manifest.json")
 
 
 @dg.asset_check(asset=SNAPSHOT, blocking=True, description="The snapshot holds at least one conversation.")

@@ -12,7 +12,7 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
-from mh_assets.defs.common import child_metadata, fingerprint, runner, upstream
+from mh_assets.defs.common import child_metadata, fingerprint, read_json, runner, upstream
 from mh_assets.defs.data import SNAPSHOT
 from mh_assets.defs.evaluation import build_evaluation
 from mh_assets.defs.publishing import build_publishing
@@ -121,13 +121,13 @@ def build_lane(lane: Lane) -> tuple[list[dg.AssetsDefinition], list[dg.AssetChec
                 extras={"output_file": str(tmp / "facts.json")},
                 env=child_env(gpu.devices_for(lane)),
             )
-            facts = json.loads((tmp / "facts.json").read_text(encoding="utf-8"))
+            facts = read_json(tmp / "facts.json")
             version = fingerprint(facts)
             publish(tmp, version)
         return dg.MaterializeResult(data_version=dg.DataVersion(version), metadata=child_metadata(inv))
 
     def _facts() -> dict[str, Any]:
-        return json.loads((upstream(key("training_env")) / "facts.json").read_text(encoding="utf-8"))
+        return read_json(upstream(key("training_env")) / "facts.json")
 
     def _env_check(verdict_fn: Any) -> dg.AssetCheckResult:
         passed, message = verdict_fn(_facts(), lane)
@@ -219,7 +219,7 @@ def build_lane(lane: Lane) -> tuple[list[dg.AssetsDefinition], list[dg.AssetChec
                 **metadata,
                 "checkpoint": dg.MetadataValue.path(str(final / checkpoint)),
                 "swift_command": dg.MetadataValue.md(f"```\n{command}\n```"),
-                "dataset_sha256": json.loads((snapshot / "manifest.json").read_text())["sha256"],
+                "dataset_sha256": read_json(snapshot / "manifest.json")["sha256"],
             },
         )
 
