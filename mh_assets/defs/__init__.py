@@ -1,0 +1,8 @@
+"""The Dagster wiring: thin modules over the plain ones in ``mh_assets``."""
+
+import warnings
+
+import dagster as dg
+
+# observable_source_asset is "beta" in Dagster 1.13; a notice on every load tells our users nothing
+warnings.filterwarnings("ignore", category=dg.BetaWarning, message=".*observable_source_asset.*")
