@@ -20,6 +20,21 @@ INTENDED_USE = (
 )
 
 
+# the model card's example, kept as text (it runs on the reader's machine, not here)
+TRANSFORMERS_SNIPPET = "\n".join(
+    [
+        "from transformers import AutoModelForCausalLM, AutoTokenizer",
+        "",
+        'tokenizer = AutoTokenizer.from_pretrained(".")',
+        'model = AutoModelForCausalLM.from_pretrained(".", dtype="auto", device_map="auto")',
+        'messages = [{"role": "user", "content": "我最近压力很大，睡不着。"}]',
+        'inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt")',
+        "reply = model.generate(inputs.to(model.device), max_new_tokens=256)[0][inputs.shape[1] :]",
+        "print(tokenizer.decode(reply, skip_special_tokens=True))",
+    ]
+)
+
+
 def safety_summary(scores: dict[str, Any]) -> str:
     safety = scores.get("benchmarks", {}).get("safety") or {}
     if not safety.get("probes"):
@@ -92,12 +107,6 @@ swift deploy --model . --infer_backend transformers --served_model_name {lane.se
 ```
 
 ```python
-from transformers import AutoModelForCausalLM, AutoTokenizer
-
-tokenizer = AutoTokenizer.from_pretrained(".")
-model = AutoModelForCausalLM.from_pretrained(".", dtype="auto", device_map="auto")
-messages = [{{"role": "user", "content": "我最近压力很大，睡不着。"}}]
-inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt").to(model.device)
-print(tokenizer.decode(model.generate(inputs, max_new_tokens=256)[0][inputs.shape[1]:], skip_special_tokens=True))
+{TRANSFORMERS_SNIPPET}
 ```
 """
