@@ -28,8 +28,10 @@ TRANSFORMERS_SNIPPET = "\n".join(
         'tokenizer = AutoTokenizer.from_pretrained(".")',
         'model = AutoModelForCausalLM.from_pretrained(".", dtype="auto", device_map="auto")',
         'messages = [{"role": "user", "content": "我最近压力很大，睡不着。"}]',
-        'inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt")',
-        "reply = model.generate(inputs.to(model.device), max_new_tokens=256)[0][inputs.shape[1] :]",
+        "inputs = tokenizer.apply_chat_template(",
+        '    messages, add_generation_prompt=True, return_tensors="pt", return_dict=True',
+        ").to(model.device)",
+        'reply = model.generate(**inputs, max_new_tokens=256)[0][inputs["input_ids"].shape[1] :]',
         "print(tokenizer.decode(reply, skip_special_tokens=True))",
     ]
 )

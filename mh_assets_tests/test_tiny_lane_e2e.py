@@ -347,6 +347,16 @@ def test_report_and_card_carry_the_runs_numbers(tiny_run):
         assert part in card
 
 
+def test_model_card_example_runs_in_the_published_folder(tiny_run, monkeypatch):
+    from mh_assets.modelcard import TRANSFORMERS_SNIPPET
+
+    monkeypatch.chdir(_latest(tiny_run.root, f"registry/{TINY.hub_repo_id}"))
+    printed = []
+    monkeypatch.setattr("builtins.print", lambda *a, **k: printed.append(a))
+    exec(TRANSFORMERS_SNIPPET.replace("max_new_tokens=256", "max_new_tokens=8"), {})
+    assert len(printed) == 1 and isinstance(printed[0][0], str)
+
+
 def test_no_secret_is_written_anywhere(tiny_run):
     """Canary tokens were in the environment of every step: grep every file the runs produced and the Dagster home."""
     leaks = []
