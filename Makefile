@@ -33,8 +33,9 @@ test: setup
 	$(VENV)/bin/ruff check mh_assets mh_assets_tests bench
 	$(VENV)/bin/pytest -q
 
+# dagster dev never starts serving while DAGSTER_MODULE_NAME is set (Dagster 1.13): the UI reads workspace.yaml.
 ui: setup
-	$(VENV)/bin/dagster dev -h 127.0.0.1 -p 3000
+	env -u DAGSTER_MODULE_NAME $(VENV)/bin/dagster dev -h 127.0.0.1 -p 3000
 
 # EvalScope's dashboard over a lane's latest evaluation (LANE=tiny|7b|32b), on loopback only.
 LANE ?= tiny

@@ -20,7 +20,7 @@ def main(size: str) -> None:
         ("report", lane.key("experiment_report")),
     ]:
         print(f"  {label:<17} {latest(name) or 'not materialized'}")
-    print("\nOpen the UI on them:  source .venv/bin/activate && dagster dev -h 127.0.0.1 -p 3000")
+    print("\nOpen the UI on them:  make ui   (then http://127.0.0.1:3000)")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,55 @@
+"""The UI as `make ui` starts it: dagster dev (webserver and daemon) on loopback, the code location loaded."""
+
+import json
+import socket
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from mh_assets.defs.lanes import STAGES
+from mh_assets.lanes import LANES
+from mh_assets.procs import start_group, stop_group
+from mh_assets_tests.conftest import REPO, cli_env, fresh_dagster_home
+
+DAGSTER = Path(sys.executable).parent / "dagster"
+QUERY = "{ assetNodes { assetKey { path } } workspaceOrError { ... on Workspace { locationEntries { name } } } }"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _graphql(port: int) -> dict:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/graphql", data=json.dumps({"query": QUERY}).encode(),
+        headers={"Content-Type": "application/json"},
+    )  # fmt: skip
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(request, timeout=10) as response:
+        return json.loads(response.read())["data"]
+
+
+def test_dagster_dev_serves_the_whole_graph(tmp_path: Path):
+    port = _free_port()
+    env = cli_env(tmp_path / "artifacts", fresh_dagster_home(tmp_path / "home"))
+    env.pop("DAGSTER_MODULE_NAME")  # as `make ui` does: dagster dev hangs with it set
+    server = start_group([str(DAGSTER), "dev", "-h", "127.0.0.1", "-p", str(port)], env, cwd=str(REPO))
+    try:
+        deadline, data = time.monotonic() + 180, None
+        while time.monotonic() < deadline and data is None:
+            assert server.poll() is None, "dagster dev exited"
+            try:
+                data = _graphql(port)
+            except OSError:
+                time.sleep(1)
+        assert data is not None, "the UI did not answer within 180 s"
+    finally:
+        stop_group(server)
+    keys = {"_".join(node["assetKey"]["path"]) for node in data["assetNodes"]}
+    assert {"dataset_snapshot", "merged_model_7b", "hub_upload_32b"} <= keys
+    assert {k for k in keys if k.endswith("_tiny")} == {f"{stage}_tiny" for stage in STAGES}
+    assert all(f"lora_adapter_{size}" in keys for size in LANES)
+    assert data["workspaceOrError"]["locationEntries"][0]["name"] == "mh_assets"
