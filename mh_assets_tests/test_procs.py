@@ -32,14 +32,12 @@ def test_stop_group_kills_grandchildren():
     grandchild = int(proc.stdout.readline())
     assert os.getpgid(proc.pid) == proc.pid != os.getpgid(0)
     assert os.getpgid(grandchild) == proc.pid
-    started = time.monotonic()
     stop_group(proc, grace_s=5)
     assert proc.poll() is not None
     deadline = time.monotonic() + 5
     while _alive(grandchild) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _alive(grandchild)
-    assert time.monotonic() - started < 10
 
 
 def test_stop_group_escalates_to_sigkill():
