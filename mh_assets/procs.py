@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
@@ -65,6 +66,13 @@ def stop_group(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
             if not _group_alive(proc.pid):
                 return
             time.sleep(0.1)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def child_env(cuda_visible_devices: str) -> dict[str, str]:

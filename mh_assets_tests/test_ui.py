@@ -1,7 +1,6 @@
 """The UI as `make ui` starts it: dagster dev (webserver and daemon) on loopback, the code location loaded."""
 
 import json
-import socket
 import sys
 import time
 import urllib.request
@@ -9,17 +8,11 @@ from pathlib import Path
 
 from mh_assets.defs.lanes import STAGES
 from mh_assets.lanes import LANES
-from mh_assets.procs import start_group, stop_group
+from mh_assets.procs import free_port, start_group, stop_group
 from mh_assets_tests.conftest import REPO, cli_env, fresh_dagster_home
 
 DAGSTER = Path(sys.executable).parent / "dagster"
 QUERY = "{ assetNodes { assetKey { path } } workspaceOrError { ... on Workspace { locationEntries { name } } } }"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _graphql(port: int) -> dict:
@@ -33,7 +26,7 @@ def _graphql(port: int) -> dict:
 
 
 def test_dagster_dev_serves_the_whole_graph(tmp_path: Path):
-    port = _free_port()
+    port = free_port()
     env = cli_env(tmp_path / "artifacts", fresh_dagster_home(tmp_path / "home"))
     env.pop("DAGSTER_MODULE_NAME")  # as `make ui` does: dagster dev hangs with it set
     server = start_group([str(DAGSTER), "dev", "-h", "127.0.0.1", "-p", str(port)], env, cwd=str(REPO))

@@ -145,9 +145,7 @@ def build_evaluation(
         """The suite on the merged model (pceb_mcq, psyqa, safety; C-Eval/CMMLU and the judge when configured),
         compared with the base model."""
         result = evaluate(context, config, pipes, gpu, evaluation, key("benchmark_scores"), key("merged_model"))
-        scores = read_json(latest(key("benchmark_scores")) / "scores.json")
-        base_folder = latest(key("base_scores"))
-        rows = comparison_rows(scores, read_json(base_folder / "scores.json") if base_folder else None)
+        rows = comparison_rows(*lane_scores(lane))
         deltas = {f"delta/{r['benchmark']}/{r['metric']}": r["delta"] for r in rows if r.get("delta") is not None}
         return dg.MaterializeResult(
             data_version=result.data_version,
@@ -163,7 +161,7 @@ def build_evaluation(
             additional_deps=[base_scores] if check_name == "no_regression" else None,
         )
         def _check() -> dg.AssetCheckResult:
-            passed, lines = gate_results(lane)[check_name]
+            passed, lines = gate_results(lane, *lane_scores(lane))[check_name]
             return dg.AssetCheckResult(passed=passed, description="; ".join(lines))
 
         return _check
@@ -176,12 +174,17 @@ def build_evaluation(
     return [base_scores, benchmark_scores], checks
 
 
-def gate_results(lane: Lane) -> dict[str, tuple[bool, list[str]]]:
-    """The lane's gates on its latest scores; the base scores are looked up, and their absence is a failure."""
-    scores = read_json(upstream(lane.key("benchmark_scores")) / "scores.json")
+def lane_scores(lane: Lane) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The lane's latest fine-tuned scores (which must exist) and base-model scores (None if never evaluated)."""
     base_folder = latest(lane.key("base_scores"))
-    results = gate_verdicts(lane.size, scores, read_json(base_folder / "scores.json") if base_folder else None)
-    if base_folder is None:
+    scores = read_json(upstream(lane.key("benchmark_scores")) / "scores.json")
+    return scores, read_json(base_folder / "scores.json") if base_folder else None
+
+
+def gate_results(lane: Lane, scores: dict[str, Any], base: dict[str, Any] | None) -> dict[str, tuple[bool, list[str]]]:
+    """The lane's gates on these scores; missing base scores fail the regression gate."""
+    results = gate_verdicts(lane.size, scores, base)
+    if base is None:
         results["no_regression"] = (False, [f"{lane.key('base_scores')} has not been materialized"])
     return results
 

@@ -10,7 +10,7 @@ from pydantic import Field
 
 from mh_assets.defs.common import read_json, upstream
 from mh_assets.defs.data import SNAPSHOT
-from mh_assets.defs.evaluation import gate_results
+from mh_assets.defs.evaluation import gate_results, lane_scores
 from mh_assets.defs.resources import HubResource
 from mh_assets.lanes import Lane
 from mh_assets.modelcard import model_card
@@ -24,7 +24,7 @@ from mh_assets.publish import (
 )
 from mh_assets.recipes import MergeRun
 from mh_assets.report import ReportInputs, experiment_report, loss_svg, to_html
-from mh_assets.store import latest, publish, staging
+from mh_assets.store import publish, staging
 from mh_assets.swiftlog import parse_logging
 
 REGISTRY = "registry"
@@ -52,11 +52,9 @@ def build_publishing(
     key = lane.key
 
     def gates() -> tuple[bool, list[str], dict[str, Any], dict[str, Any] | None]:
-        results = gate_results(lane)
+        scores, base = lane_scores(lane)
+        results = gate_results(lane, scores, base)
         lines = [line for _, found in results.values() for line in found]
-        scores = read_json(upstream(key("benchmark_scores")) / "scores.json")
-        base_folder = latest(key("base_scores"))
-        base = read_json(base_folder / "scores.json") if base_folder else None
         return all(passed for passed, _ in results.values()), lines, scores, base
 
     def training() -> dict[str, Any]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sys
 import time
 import urllib.request
@@ -31,7 +30,7 @@ from mh_assets.benchmarks import (
 )
 from mh_assets.judge import judge_answers
 from mh_assets.models import hub_endpoint, reachable
-from mh_assets.procs import start_group, stop_group
+from mh_assets.procs import free_port, start_group, stop_group
 
 READY_TIMEOUT_S = 600
 SAMPLE_DIALOGUES = 3  # the first psyqa questions, kept with the answers for the report
@@ -39,12 +38,6 @@ SAMPLE_DIALOGUES = 3  # the first psyqa questions, kept with the answers for the
 
 def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_ready(api_url: str, proc: Any = None, timeout_s: float = READY_TIMEOUT_S) -> None:
@@ -166,7 +159,7 @@ def evaluate(ex: dict[str, Any]) -> dict[str, Any]:
     if target["mode"] != "service":
         scores = run_suite(target, ex)
     else:
-        port = _free_port()
+        port = free_port()
         command = [
             sys.executable, "-m", "swift.cli.deploy",
             "--model", target["model_dir"],
