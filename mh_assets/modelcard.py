@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any
 
 from mh_assets.benchmarks import comparison_rows, comparison_table
@@ -38,14 +37,38 @@ TRANSFORMERS_SNIPPET = "\n".join(
 
 
 def safety_summary(scores: dict[str, Any]) -> str:
+    """The safety verdicts for people: the figures with intervals, then critical replies first, then failed ones,
+    each with its reasons, then the verdicts per category."""
     safety = scores.get("benchmarks", {}).get("safety") or {}
     if not safety.get("probes"):
         return "Safety probes were not run."
-    total: Counter[str] = Counter(p["category"] for p in safety["probes"])
-    passed: Counter[str] = Counter(p["category"] for p in safety["probes"] if p["passed"])
-    lines = [f"Pass rate {safety['pass_rate']:.1%} over {safety['n']} crisis and risk probes.", "",
-             "| category | passed | probes |", "|---|---:|---:|"]  # fmt: skip
-    lines += [f"| {c} | {passed[c]} | {n} |" for c, n in sorted(total.items())]
+    lo, hi = safety["pass_rate_ci95"]
+    rlo, rhi = safety["referral_rate_ci95"]
+    judge = safety.get("judge")
+    lines = [
+        f"Pass rate {safety['pass_rate']:.1%} (95% CI {lo:.1%}-{hi:.1%}) over {safety['n']} crisis and risk probes; "
+        f"**{safety['critical']} critical**, {safety['failed']} failed. Referral rate {safety['referral_rate']:.1%} "
+        f"(95% CI {rlo:.1%}-{rhi:.1%}), a diagnostic only: a referral never makes a harmful reply pass.",
+        "",
+        "Verdicts: " + (
+            f"the rule screen ({safety['screen']['rules']} rules) and the safety judge ({', '.join(judge['judges'])}, "
+            f"{judge['raters']} raters, agreement {judge['agreement']}, kappa {judge['kappa']}, "
+            f"{judge['unreadable']} unreadable); the stricter verdict stands."
+            if judge else f"the rule screen only ({safety['screen']['rules']} rules); no safety judge ran."
+        ),
+        "",
+        "| verdict | probe | category | reasons | reply |",
+        "|---|---|---|---|---|",
+    ]
+    order = {"critical": 0, "fail": 1}
+    for p in sorted((p for p in safety["probes"] if p["verdict"] != "pass"), key=lambda p: order[p["verdict"]]):
+        judged = [j["verdict"] for j in p.get("judge") or [] if j.get("verdict") and j["verdict"] != "pass"]
+        reasons = ", ".join(p["rules"] + ([f"judge: {'/'.join(sorted(set(judged)))}"] if judged else []))
+        reply = p.get("reply", "").replace("|", "/").replace("\n", " ")[:120]
+        lines.append(f"| **{p['verdict']}** | {p['id']} | {p['category']} | {reasons} | {reply} |")
+    lines += ["", "| category | probes | pass | fail | critical |", "|---|---:|---:|---:|---:|"]
+    for category, cell in sorted(safety["by_category"].items()):
+        lines.append(f"| {category} | {cell['n']} | {cell['pass']} | {cell['fail']} | {cell['critical']} |")
     return "\n".join(lines)
 
 

@@ -46,7 +46,7 @@ def test_blocking_checks_per_lane():
             (f"training_env_{size}", "precision_supported"),
             (f"benchmark_scores_{size}", "meets_minimums"),
             (f"benchmark_scores_{size}", "no_regression"),
-            (f"benchmark_scores_{size}", "safety_pass_rate"),
+            (f"benchmark_scores_{size}", "safety_gate"),
         } <= checks
     specs = {(s.asset_key.to_user_string(), s.name): s for c in defs.asset_checks for s in c.check_specs}
     warn_only = {("dataset_snapshot", "no_personal_data"), ("dataset_snapshot", "conversations_fit_max_length")}
@@ -59,7 +59,7 @@ def test_lineage_runs_through_the_lane():
     parents = {k.to_user_string() for k in graph.get(dg.AssetKey("lora_adapter_7b")).parent_keys}
     assert parents == {"dataset_snapshot", "base_model_7b", "training_env_7b"}
     parents = {k.to_user_string() for k in graph.get(dg.AssetKey("hub_upload_32b")).parent_keys}
-    assert parents == {"merged_model_32b", "benchmark_scores_32b"}
+    assert parents == {"merged_model_32b", "benchmark_scores_32b", "safety_review_32b"}
 
 
 def test_loading_the_code_location_imports_nothing_heavy():

@@ -82,7 +82,7 @@ def test_every_step_and_check_succeeds(tiny_run):
         "precision_supported": True,
         "meets_minimums": True,
         "no_regression": True,
-        "safety_pass_rate": True,
+        "safety_gate": True,
     }
 
 
@@ -199,7 +199,7 @@ def test_failing_gate_stops_hub_upload_in_the_same_run(tiny_run, monkeypatch, tm
     monkeypatch.setenv("MH_ARTIFACTS_DIR", str(tiny_run.root))
     strict = tmp_path / "gates.yaml"
     strict.write_text(
-        "tiny:\n  minimum:\n    pceb_mcq.partial_credit: 0.9\n  no_regression: {}\n  safety_pass_rate: 0.0\n"
+        "tiny:\n  minimum:\n    pceb_mcq.partial_credit: 0.9\n  no_regression: {}\n"
     )
     monkeypatch.setenv("MH_GATES_FILE", str(strict))
     registry = tiny_run.root / "registry" / TINY.hub_repo_id
@@ -312,7 +312,7 @@ def test_failing_gate_sends_zero_upload_requests(tiny_run, monkeypatch, tmp_path
 
     monkeypatch.setenv("MH_ARTIFACTS_DIR", str(tiny_run.root))
     strict = tmp_path / "gates.yaml"
-    strict.write_text("tiny:\n  minimum: {}\n  no_regression: {}\n  safety_pass_rate: 0.99\n")
+    strict.write_text("tiny:\n  safety:\n    pass_rate_lower_bound: 0.99\n    require_verification: false\n")
     monkeypatch.setenv("MH_GATES_FILE", str(strict))
     with hf_hub_stub(token="hf_x") as hub:
         result = _upload(
@@ -322,7 +322,7 @@ def test_failing_gate_sends_zero_upload_requests(tiny_run, monkeypatch, tmp_path
         )  # fmt: skip
         assert hub.requests == []
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
-    assert checks["safety_pass_rate"] is False
+    assert checks["safety_gate"] is False
     assert not result.asset_materializations_for_node("hub_upload_tiny")
 
 
@@ -366,3 +366,48 @@ def test_no_secret_is_written_anywhere(tiny_run):
                 data = path.read_bytes()
                 leaks += [f"{path}: {name}" for name, value in CANARIES.items() if value.encode() in data]
     assert leaks == []
+
+
+def test_publishing_needs_a_persons_approval_of_the_current_scores(tiny_run, monkeypatch, tmp_path):
+    """With review_before_publish (the GPU lanes' setting), hub_upload runs only on an approval of these scores:
+    none, a rejection or an approval of older scores blocks it with a message saying which."""
+    monkeypatch.setenv("MH_ARTIFACTS_DIR", str(tiny_run.root))
+    gates = tmp_path / "gates.yaml"
+    gates.write_text("tiny:\n  safety:\n    require_verification: false\n    review_before_publish: true\n")
+    monkeypatch.setenv("MH_GATES_FILE", str(gates))
+
+    def upload_failure() -> str:
+        result = _upload(tiny_run, defs, "local")
+        assert not result.asset_materializations_for_node("hub_upload_tiny")
+        return next(e for e in result.all_events if e.is_step_failure).step_failure_data.error.message
+
+    def review(**config) -> dg.ExecuteInProcessResult:
+        result = _run(tiny_run, ["safety_review_tiny"], {"safety_review_tiny": config})
+        assert result.success, [e.message for e in result.all_events if e.is_failure]
+        return result
+
+    from mh_assets.benchmarks import scores_version
+
+    current = scores_version(json.loads((_latest(tiny_run.root, "benchmark_scores_tiny") / "scores.json").read_text()))
+
+    pending = review()  # only the packet: nothing decided yet
+    assert pending.asset_materializations_for_node("safety_review_tiny")[0].metadata["decision"].value == "pending"
+    assert (_latest(tiny_run.root, "safety_review_tiny") / "packet.html").read_text().count("<tr") >= 2
+    assert "no human review of these scores" in upload_failure()
+
+    wrong = _run(tiny_run, ["safety_review_tiny"], {"safety_review_tiny": {
+        "reviewer": "Dr. Wang", "decision": "approve", "scores_version": "0123456789ab"}})  # fmt: skip
+    assert not wrong.success and "no human review of these scores" in upload_failure()
+    review(reviewer="Dr. Wang", decision="reject", notes="replies say nothing", scores_version=current)
+    assert "rejected by Dr. Wang" in upload_failure()
+
+    review(reviewer="Dr. Wang", decision="approve", notes="read the packet", scores_version=current)
+    approved = _upload(tiny_run, defs, "local")
+    assert approved.success, [e.message for e in approved.all_events if e.is_failure]
+    assert review().asset_materializations_for_node("safety_review_tiny")[0].metadata["decision"].value == "approve"
+
+    other = {"mode": "local", "limits": {"pceb_mcq": 3, "psyqa": 2, "safety": 3}}
+    evaluated = _run(tiny_run, ["benchmark_scores_tiny"], {"benchmark_scores_tiny": other})
+    assert evaluated.success  # new scores: the approval no longer covers them
+    message = upload_failure()
+    assert "is stale" in message and "approve" in message and "safety_review_tiny" in message

@@ -31,6 +31,7 @@ STAGES = (
     "lora_adapter",
     "merged_model",
     "benchmark_scores",
+    "safety_review",
     "hub_upload",
     "experiment_report",
 )
@@ -263,9 +264,9 @@ def build_lane(lane: Lane) -> tuple[list[dg.AssetsDefinition], list[dg.AssetChec
         )
 
     evaluation_assets, evaluation_checks = build_evaluation(lane, merged_model, base_model, common)
-    benchmark_scores = evaluation_assets[1]
+    _, benchmark_scores, safety_review = evaluation_assets
 
-    publishing_assets = build_publishing(lane, lora_adapter, merged_model, benchmark_scores, common)
+    publishing_assets = build_publishing(lane, lora_adapter, merged_model, benchmark_scores, safety_review, common)
 
     assets = [base_model, training_env, lora_adapter, merged_model, *evaluation_assets, *publishing_assets]
     checks = [flash_attn_available, precision_supported, *evaluation_checks]

@@ -8,9 +8,10 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
+from mh_assets.benchmarks import load_gates, review_verdict
 from mh_assets.defs.common import read_json, upstream
 from mh_assets.defs.data import SNAPSHOT
-from mh_assets.defs.evaluation import gate_results, lane_scores
+from mh_assets.defs.evaluation import gate_results, lane_scores, latest_review
 from mh_assets.defs.resources import HubResource
 from mh_assets.lanes import Lane
 from mh_assets.modelcard import model_card
@@ -47,6 +48,7 @@ def build_publishing(
     lora_adapter: dg.AssetsDefinition,
     merged_model: dg.AssetsDefinition,
     benchmark_scores: dg.AssetsDefinition,
+    safety_review: dg.AssetsDefinition,
     common: dict[str, Any],
 ) -> list[dg.AssetsDefinition]:
     key = lane.key
@@ -68,7 +70,7 @@ def build_publishing(
 
     @dg.asset(
         name=key("hub_upload"),
-        deps=[merged_model, benchmark_scores],
+        deps=[merged_model, benchmark_scores, safety_review],
         kinds={"huggingface", "modelscope"},
         automation_condition=condition,
         **common,
@@ -83,6 +85,14 @@ def build_publishing(
         passed, lines, scores, base = gates()
         if not passed:
             raise dg.Failure(description="Not published: the publication gates failed: " + "; ".join(lines))
+        if load_gates(lane.size)["safety"]["review_before_publish"]:
+            approved, why = review_verdict(latest_review(lane), scores)
+            if not approved:
+                raise dg.Failure(
+                    description=f"Not published: lane {lane.size} needs a person's approval of the current scores "
+                    f"and {why}. Read the packet of {key('safety_review')} and materialize it with reviewer, "
+                    "decision (approve or reject) and notes."
+                )
         version, repo_id = merged.name, config.repo_id or lane.hub_repo_id
         snapshot = read_json(upstream(SNAPSHOT) / "manifest.json")
         card = model_card(lane, version, scores, base, training(), snapshot)

@@ -5,7 +5,8 @@ report folder (``evalscope/``, for ``evalscope app``) into ``work_dir``.
 Extras: ``target`` (``{"mode": "local", "model_dir", "torch_dtype"}`` | ``{"mode": "service", "model_dir", "backend",
 "served_model_name", "torch_dtype"}`` | ``{"mode": "endpoint", "api_url", "model"}``), ``suite`` (benchmark ->
 file), ``limits`` (benchmark -> n), ``max_tokens``, ``work_dir``, ``judge`` (``{"api_url", "model"}`` or None),
-``mirrors`` (``{"ceval": dir, "cmmlu": dir}``).
+``safety_judge`` (``{"judges": [{"api_url", "model"}], "samples": n}`` or None), ``mirrors`` (``{"ceval": dir,
+"cmmlu": dir, "safety_bench": dir}``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 from mh_assets.benchmarks import (
     load_benchmark,
     mcq_scores,
+    probe_messages,
     psyqa_scores,
     read_reviews,
     safety_scores,
@@ -28,7 +30,7 @@ from mh_assets.benchmarks import (
     to_general_mcq,
     to_general_qa,
 )
-from mh_assets.judge import judge_answers
+from mh_assets.judge import judge_answers, judge_safety
 from mh_assets.models import hub_endpoint, reachable
 from mh_assets.procs import free_port, start_group, stop_group
 
@@ -110,10 +112,20 @@ def run_suite(target: dict[str, Any], ex: dict[str, Any]) -> dict[str, Any]:
     mcq = read_reviews(reviews / "general_mcq_pceb_mcq.jsonl")
     psyqa = [r["prediction"] for r in read_reviews(reviews / "general_qa_psyqa.jsonl")]
     safety = [r["prediction"] for r in read_reviews(reviews / "general_qa_safety.jsonl")]
+    safety_judge = ex.get("safety_judge")
+    judged = None
+    if safety_judge:
+        judged = judge_safety(
+            safety_judge["judges"],
+            int(safety_judge.get("samples", 2)),
+            [probe_messages(r) for r in rows["safety"]],
+            safety,
+            os.environ.get("MH_SAFETY_JUDGE_API_KEY") or os.environ.get("MH_JUDGE_API_KEY", "EMPTY"),
+        )
     benchmarks: dict[str, Any] = {
         "pceb_mcq": mcq_scores([float(r["score"].get("multi_choice_acc", 0.0)) for r in mcq]),
         "psyqa": psyqa_scores(rows["psyqa"], psyqa),
-        "safety": safety_scores(rows["safety"], safety),
+        "safety": safety_scores(rows["safety"], safety, judged=judged),
     }
     judge = ex.get("judge")
     if judge:
@@ -123,20 +135,26 @@ def run_suite(target: dict[str, Any], ex: dict[str, Any]) -> dict[str, Any]:
         )
     else:
         benchmarks["counselling"] = {"skipped": "no judge endpoint configured (MH_JUDGE_URL, MH_JUDGE_MODEL)"}
-    for name in ("ceval", "cmmlu"):
+    for name in ("ceval", "cmmlu", "safety_bench"):
         benchmarks[name] = run_exam(name, (ex.get("mirrors") or {}).get(name), kwargs, ex, evalscope_dir)
     samples = [{"question": r["question"], "answer": a} for r, a in zip(rows["psyqa"], psyqa, strict=True)]
     samples = samples[:SAMPLE_DIALOGUES]
     return {"suite_sha256": suite_hash(files), "benchmarks": benchmarks, "samples": samples}
 
 
+# SafetyBench: the Chinese subset; its "Mental Health" category is reported beside the overall accuracy
+EXAM_ARGS: dict[str, dict[str, Any]] = {"safety_bench": {"subset_list": ["zh_subset"]}}
+MENTAL_HEALTH = "Mental Health"
+
+
 def run_exam(name: str, mirror: str | None, kwargs: dict[str, Any], ex: dict[str, Any], work: Path) -> dict[str, Any]:
-    """C-Eval / CMMLU from a local mirror, or from the hub when reachable; otherwise skipped with the reason."""
+    """C-Eval / CMMLU / SafetyBench from a local mirror, or from the hub when reachable; otherwise skipped with the
+    reason."""
     if not mirror and not reachable(hub_endpoint("modelscope")):
         return {"skipped": f"no local mirror configured (MH_{name.upper()}_PATH) and the hub is not reachable"}
     from evalscope import TaskConfig, run_task
 
-    args = {"local_path": mirror} if mirror else {}
+    args = {**EXAM_ARGS.get(name, {}), **({"local_path": mirror} if mirror else {})}
     try:
         report = run_task(
             TaskConfig(
@@ -151,7 +169,12 @@ def run_exam(name: str, mirror: str | None, kwargs: dict[str, Any], ex: dict[str
         )[name]
     except Exception as exc:  # a broken mirror must not cost the rest of the suite
         return {"skipped": f"{name} failed: {type(exc).__name__}: {exc}"[:500]}
-    return {"n": report.metrics[0].num, "accuracy": report.metrics[0].score}
+    result = {"n": report.metrics[0].num, "accuracy": report.metrics[0].score}
+    if name == "safety_bench":
+        for category in report.metrics[0].categories or []:
+            if MENTAL_HEALTH in category.name and category.num:
+                result.update(mental_health_n=category.num, mental_health_accuracy=category.score)
+    return result
 
 
 def evaluate(ex: dict[str, Any]) -> dict[str, Any]:
