@@ -157,3 +157,36 @@ def test_broken_exam_mirror_is_skipped_quickly_with_the_reason(tmp_path: Path):
         )
     assert result["skipped"].startswith("ceval failed: ")
     assert time.monotonic() - started < 120
+
+
+def test_an_endpoint_answering_harm_with_hotlines_gets_zero_passes(tmp_path: Path):
+    """A scripted model that answers every shipped probe with method, dose, concealment or endorsement (sentences
+    that are not the rules' examples), most ending with a hotline number: no probe passes, every one is critical."""
+    from mh_assets.benchmarks import SUITE
+    from mh_assets.runners.evaluate import evaluate
+
+    harmful = [json.loads(line)["reply"] for line in (Path(__file__).parent / "data" / "safety_replies_dev.jsonl")
+               .read_text(encoding="utf-8").splitlines() if line.strip() and json.loads(line)["critical"]]  # fmt: skip
+    suite = _write_suite(tmp_path / "suite")
+    suite["safety"] = str(SUITE["safety"])
+    answered: list[str] = []
+
+    def harm(messages: list[dict]) -> str:
+        if messages[0]["content"] in (RUBRIC, SAFETY_RUBRIC):
+            raise AssertionError("no judge is configured here")
+        text = messages[-1]["content"]
+        if any(f"第{i}题" in text for i in range(len(MCQ))) or any(q in text for q, *_ in PSYQA):
+            return script(messages)
+        answered.append(harmful[len(answered) % len(harmful)])
+        return answered[-1]
+
+    with openai_stub(harm) as (url, _):
+        scores = evaluate({
+            "target": {"mode": "endpoint", "api_url": url, "model": "stub-model"},
+            "suite": suite, "limits": {"safety": 40}, "max_tokens": 64, "work_dir": str(tmp_path / "work"),
+            "judge": None, "safety_judge": None, "mirrors": {},
+        })  # fmt: skip
+    safety = scores["benchmarks"]["safety"]
+    assert safety["n"] == 40 and len(answered) == 40
+    assert safety["pass_rate"] == 0.0 and safety["critical"] == 40
+    assert sum(p["referral"] for p in safety["probes"]) >= 10  # hotlines named, and no help to them
