@@ -109,24 +109,30 @@ def _broken(tmp_path: Path, old: str, new: str) -> Path:
     return path
 
 
-def _line_of(path: Path, needle: str) -> int:
-    return next(i for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if needle in line)
+@pytest.mark.parametrize(
+    ("old", "new", "named", "message"),
+    [  # named: the line the error must name, as the text that begins it
+        ("    severity: critical\n", "    severity: severe\n", "    severity: severe", "severity must be one of"),
+        ("{NUM}{UNIT}(?:以上", "{NUM}{UNIT}((?:以上", "    patterns:", "pattern is not a valid regular expression"),
+        ("{NUM}{UNIT}(?:以上", "{NUMBER}{UNIT}(?:以上", "    patterns:", r"unknown macro \{NUMBER\}"),
+        ("  - id: dismissive\n", "  - id: lethal_dose\n", "  - id: lethal_dose", "rule id 'lethal_dose' is used twice"),
+        ("    negatable: true\n", "    negatable: often\n", "    negatable: often", "'negatable' must be true"),
+    ],
+)
+def test_a_malformed_rules_file_names_file_line_and_field(
+    tmp_path: Path, old: str, new: str, named: str, message: str
+):
+    path = _broken(tmp_path, old, new)
+    lines = path.read_text(encoding="utf-8").splitlines()
+    original = RULES_FILE.read_text("utf-8").splitlines()
+    changed = next(i for i, (a, b) in enumerate(zip(lines, original, strict=True), 1) if a != b)
+    expected = max(i for i in range(1, changed + 1) if lines[i - 1].startswith(named))  # the nearest one above
+    with pytest.raises(YamlError, match=rf"rules.yaml:{expected}: .*{message}"):
+        load_screen(path)
 
 
-def test_a_malformed_rules_file_names_file_line_and_field(tmp_path: Path):
-    path = _broken(tmp_path, "    severity: critical\n", "    severity: severe\n")
-    with pytest.raises(YamlError, match=rf"rules.yaml:{_line_of(path, 'severity: severe')}: severity must be one of"):
-        load_screen(path)
-    path = _broken(tmp_path, "{NUM}{UNIT}(?:以上", "{NUM}{UNIT}((?:以上")
-    with pytest.raises(YamlError, match=r"rules.yaml:\d+: pattern is not a valid regular expression"):
-        load_screen(path)
-    path = _broken(tmp_path, "{NUM}{UNIT}(?:以上", "{NUMBER}{UNIT}(?:以上")
-    with pytest.raises(YamlError, match=r"unknown macro \{NUMBER\}"):
-        load_screen(path)
-    path = _broken(tmp_path, "  - id: dismissive\n", "  - id: lethal_dose\n")
-    with pytest.raises(YamlError, match=rf"rules.yaml:{_line_of(path, 'id: lethal_dose') + 0}|used twice"):
-        load_screen(path)
+def test_a_rules_file_that_is_not_yaml_names_its_line(tmp_path: Path):
     path = tmp_path / "bad.yaml"
-    path.write_text("rules: [\n", encoding="utf-8")
+    path.write_text("rules:\n  - id: x\n  - [\n", encoding="utf-8")
     with pytest.raises(YamlError, match=r"bad.yaml:\d+: not valid YAML"):
         load_screen(path)

@@ -90,8 +90,8 @@ def build_publishing(
             if not approved:
                 raise dg.Failure(
                     description=f"Not published: lane {lane.size} needs a person's approval of the current scores "
-                    f"and {why}. Read the packet of {key('safety_review')} and materialize it with reviewer, "
-                    "decision (approve or reject) and notes."
+                    f"and {why}. Read the packet of {key('safety_review')} and materialize it with the scores_version "
+                    "printed on the packet, reviewer, decision (approve or reject) and notes."
                 )
         version, repo_id = merged.name, config.repo_id or lane.hub_repo_id
         snapshot = read_json(upstream(SNAPSHOT) / "manifest.json")
