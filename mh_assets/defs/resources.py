@@ -8,6 +8,7 @@ from dagster._core.pipes.utils import open_pipes_session
 
 from mh_assets.lanes import Lane
 from mh_assets.procs import inherited_env, start_group, stop_group
+from mh_assets.runners import ERROR_KEY
 from mh_assets.store import artifacts_dir
 
 SWANLAB_MODES = ("cloud", "local", "offline", "disabled")
@@ -39,11 +40,13 @@ class ProcessGroupPipesClient(dg.PipesSubprocessClient):
                 returncode = proc.wait()
             finally:
                 stop_group(proc)
-            if returncode != 0:
-                raise dg.Failure(
-                    description=f"{command[-1]} failed with exit code {returncode}; its output is in the step log.",
-                    metadata={"command": " ".join(command), "exit_code": returncode},
-                )
+        if returncode != 0:  # after the session closed: every message the child sent has been read
+            errors = [m[ERROR_KEY] for m in session.get_custom_messages() if isinstance(m, dict) and ERROR_KEY in m]
+            raise dg.Failure(
+                description=f"{command[-1]} failed with exit code {returncode}: "
+                + ("; ".join(errors) if errors else "no message (its output is in the step log)"),
+                metadata={"command": " ".join(command), "exit_code": returncode},
+            )
         return PipesClientCompletedInvocation(session)
 
 

@@ -131,9 +131,9 @@ def pretrain(model, tokenizer, lines: list[str]) -> list[float]:  # noqa: ANN001
 
 
 def main() -> None:
-    from dagster_pipes import open_dagster_pipes
+    from mh_assets.runners import child_pipes
 
-    with open_dagster_pipes() as pipes:
+    with child_pipes() as pipes:
         out = Path(pipes.get_extra("output_dir"))
         figures = build(out)
         pipes.log.info(f"built tiny Qwen2 model in {out}: {figures}")

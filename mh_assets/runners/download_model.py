@@ -20,9 +20,9 @@ def download(model_id: str, revision: str, hub: str, output_dir: str) -> str:
 
 
 def main() -> None:
-    from dagster_pipes import open_dagster_pipes
+    from mh_assets.runners import child_pipes
 
-    with open_dagster_pipes() as pipes:
+    with child_pipes() as pipes:
         ex = pipes.extras
         path = download(ex["model_id"], ex["revision"], ex["hub"], ex["output_dir"])
         pipes.report_asset_materialization(metadata={"downloaded_to": path})

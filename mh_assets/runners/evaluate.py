@@ -216,9 +216,9 @@ def flat_metrics(scores: dict[str, Any]) -> dict[str, float]:
 
 
 def main() -> None:
-    from dagster_pipes import open_dagster_pipes
+    from mh_assets.runners import child_pipes
 
-    with open_dagster_pipes() as pipes:
+    with child_pipes() as pipes:
         scores = evaluate(pipes.extras)
         pipes.log.info(f"scores: {flat_metrics(scores)}")
         pipes.report_asset_materialization(metadata=flat_metrics(scores))

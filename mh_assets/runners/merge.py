@@ -25,9 +25,9 @@ def smoke_reply(model_dir: Path, prompt: str, torch_dtype: str, max_new_tokens: 
 
 
 def main() -> None:
-    from dagster_pipes import open_dagster_pipes
+    from mh_assets.runners import child_pipes
 
-    with open_dagster_pipes() as pipes:
+    with child_pipes() as pipes:
         from swift import export_main
 
         export_main(list(pipes.get_extra("args")))

@@ -59,9 +59,9 @@ def probe() -> dict[str, Any]:
 
 
 def main() -> None:
-    from dagster_pipes import open_dagster_pipes
+    from mh_assets.runners import child_pipes
 
-    with open_dagster_pipes() as pipes:
+    with child_pipes() as pipes:
         facts = probe()
         Path(pipes.get_extra("output_file")).write_text(json.dumps(facts, indent=2), encoding="utf-8")
         pipes.report_asset_materialization(

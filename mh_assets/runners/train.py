@@ -38,9 +38,9 @@ def start_swanlab(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def main() -> None:
-    from dagster_pipes import open_dagster_pipes
+    from mh_assets.runners import child_pipes
 
-    with open_dagster_pipes() as pipes:
+    with child_pipes() as pipes:
         swanlab_cfg = pipes.extras.get("swanlab")
         info = start_swanlab(swanlab_cfg) if swanlab_cfg else {"swanlab_mode": "disabled"}
         from swift import sft_main
