@@ -28,10 +28,20 @@ for _lane in LANES.values():
     lane_assets += _assets
     lane_checks += _checks
 
+# Declarative automation (eager snapshots and re-evaluation, opt-in publishing) runs as soon as the daemon does.
+automation_sensor = dg.AutomationConditionSensorDefinition(
+    "automation_sensor",
+    target=dg.AssetSelection.all(),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Evaluates the assets' automation conditions (on by default: `make ui` automates with no clicks).",
+)
+
 lane_jobs = [
     dg.define_asset_job(
         f"{size}_lane",
-        selection=dg.AssetSelection.assets(dataset_snapshot) | dg.AssetSelection.groups(lane.group),
+        # the sources are observed in the same run, so a lane run leaves them observed
+        selection=dg.AssetSelection.keys(dataset_source.key, eval_suite.key, dataset_snapshot.key)
+        | dg.AssetSelection.groups(lane.group),
         description=f"The whole {size} lane, from dataset snapshot to hub upload and report.",
         tags={"model_size": size},
     )
@@ -43,6 +53,7 @@ defs = dg.Definitions(
     asset_checks=[*DATA_CHECKS, *lane_checks],
     jobs=[*lane_jobs, reevaluate_job],
     schedules=[observe_sources_schedule, reevaluate_schedule],
+    sensors=[automation_sensor],
     resources={
         "pipes": ProcessGroupPipesClient(),
         "dataset": DatasetSourceResource(source=os.environ.get("MH_DATASET_SOURCE", "")),

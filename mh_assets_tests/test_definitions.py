@@ -85,3 +85,18 @@ def test_hub_upload_is_automatic_only_when_a_team_opts_in(monkeypatch):
     assert opted_in is not None and opted_in.get_node_unique_id(parent_unique_id=None, index=None, target_key=None) == (
         expected.get_node_unique_id(parent_unique_id=None, index=None, target_key=None)
     )
+
+
+def test_all_automation_is_on_by_default():
+    """`make ui` automates with no clicks: every schedule and sensor starts running."""
+    assert {s.name for s in defs.schedules} == {"observe_sources_schedule", "reevaluate_schedule"}
+    assert all(s.default_status == dg.DefaultScheduleStatus.RUNNING for s in defs.schedules)
+    sensors = list(defs.sensors)
+    assert any(isinstance(s, dg.AutomationConditionSensorDefinition) for s in sensors)
+    assert all(s.default_status == dg.DefaultSensorStatus.RUNNING for s in sensors)
+
+
+def test_a_lane_run_observes_the_sources():
+    for size in LANES:
+        nodes = defs.resolve_job_def(f"{size}_lane").graph.node_dict
+        assert {"dataset_source", "eval_suite"} <= set(nodes)

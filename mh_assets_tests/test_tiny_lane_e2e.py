@@ -84,6 +84,8 @@ def test_every_step_and_check_succeeds(tiny_run):
         "no_regression": True,
         "safety_gate": True,
     }
+    for source in ("dataset_source", "eval_suite"):  # the lane run observed its sources
+        assert tiny_run.instance.fetch_observations(dg.AssetKey(source), limit=1).records, source
 
 
 def test_adapter_trained_and_loss_fell(tiny_run):

@@ -184,6 +184,7 @@ observe_sources_schedule = dg.ScheduleDefinition(
     name="observe_sources_schedule",
     job=observe_sources,
     cron_schedule="*/15 * * * *",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
     description="Look at the dataset source and the evaluation suite; a changed content hash makes what depends on "
     "it materialize (eager automation: a new snapshot, or every lane's scores evaluated again).",
 )

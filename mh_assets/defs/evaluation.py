@@ -324,6 +324,7 @@ reevaluate_job = dg.define_asset_job(
     job=reevaluate_job,
     cron_schedule=os.environ.get("MH_REEVAL_CRON", "0 3 * * 1"),
     name="reevaluate_schedule",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
     description="Weekly re-evaluation of every lane with a merged model (MH_REEVAL_CRON overrides the cron).",
 )
 def reevaluate_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:

@@ -1,10 +1,11 @@
 """Resources: the Pipes client that runs every heavy step, GPU placement and SwanLab reporting."""
 
+import threading
+from collections import deque
 from subprocess import PIPE
+from typing import IO
 
 import dagster as dg
-from dagster._core.pipes.client import PipesClientCompletedInvocation
-from dagster._core.pipes.utils import open_pipes_session
 
 from mh_assets.lanes import Lane
 from mh_assets.procs import inherited_env, start_group, stop_group
@@ -12,13 +13,23 @@ from mh_assets.runners import ERROR_KEY
 from mh_assets.store import artifacts_dir
 
 SWANLAB_MODES = ("cloud", "local", "offline", "disabled")
+OUTPUT_TAIL_LINES = 40
+
+
+def _drain(stream: IO[bytes], tail: deque[str]) -> None:
+    """Read a child's pipe to the end (a full pipe would block the child), keeping its last lines."""
+    for raw in iter(stream.readline, b""):
+        tail.append(raw.decode("utf-8", "replace").rstrip())
+    stream.close()
 
 
 class ProcessGroupPipesClient(dg.PipesSubprocessClient):
-    """``PipesSubprocessClient`` whose child runs in its own process group, stopped as a whole when the step ends.
+    """``PipesSubprocessClient`` whose child runs in its own process group, stopped as a whole when the step ends
+    (after ``termination_timeout_seconds`` of grace, then killed), with secrets stripped from its environment.
 
     ``swift`` re-execs python and dataloaders fork workers; a plain ``Popen`` would leave them running after an
-    interrupted or failed step (and a GPU still held).
+    interrupted or failed step (and a GPU still held). With ``forward_stdio=False`` the child's output is read to
+    the end and its last lines go into the failure message.
     """
 
     def run(  # type: ignore[override]
@@ -29,25 +40,37 @@ class ProcessGroupPipesClient(dg.PipesSubprocessClient):
         extras: dict | None = None,
         env: dict[str, str] | None = None,
         cwd: str | None = None,
-    ) -> PipesClientCompletedInvocation:
-        with open_pipes_session(
+    ) -> dg.PipesClientCompletedInvocation:
+        tail: deque[str] = deque(maxlen=OUTPUT_TAIL_LINES)
+        with dg.open_pipes_session(
             context=context, context_injector=self.context_injector, message_reader=self.message_reader, extras=extras
         ) as session:
             full_env = {**inherited_env(), **self.env, **(env or {}), **session.get_bootstrap_env_vars()}
             stdio = None if self.forward_stdio else PIPE
             proc = start_group(command, full_env, cwd=cwd or self.cwd, stdout=stdio, stderr=stdio)
+            readers = [
+                threading.Thread(target=_drain, args=(stream, tail), daemon=True)
+                for stream in (proc.stdout, proc.stderr)
+                if stream is not None
+            ]
+            for reader in readers:
+                reader.start()
             try:
                 returncode = proc.wait()
             finally:
-                stop_group(proc)
+                stop_group(proc, grace_s=self.termination_timeout_seconds)
+                for reader in readers:
+                    reader.join(timeout=self.termination_timeout_seconds)
         if returncode != 0:  # after the session closed: every message the child sent has been read
             errors = [m[ERROR_KEY] for m in session.get_custom_messages() if isinstance(m, dict) and ERROR_KEY in m]
+            output = "\n".join(tail)
             raise dg.Failure(
                 description=f"{command[-1]} failed with exit code {returncode}: "
                 + ("; ".join(errors) if errors else "no message (its output is in the step log)"),
-                metadata={"command": " ".join(command), "exit_code": returncode},
-            )
-        return PipesClientCompletedInvocation(session)
+                metadata={"command": " ".join(command), "exit_code": returncode,
+                          **({"output_tail": dg.MetadataValue.md(f"```\n{output}\n```")} if output else {})},
+            )  # fmt: skip
+        return dg.PipesClientCompletedInvocation(session)
 
 
 class GpuResource(dg.ConfigurableResource):
