@@ -13,11 +13,17 @@ from mh_assets_tests.conftest import REPO, cli_env, fresh_dagster_home
 
 DAGSTER = Path(sys.executable).parent / "dagster"
 QUERY = "{ assetNodes { assetKey { path } } workspaceOrError { ... on Workspace { locationEntries { name } } } }"
+REPO_SELECTOR = '(repositorySelector: {repositoryName: "__repository__", repositoryLocationName: "mh_assets"})'
+AUTOMATION = (
+    f"{{ sensorsOrError{REPO_SELECTOR} {{ ... on Sensors {{ results {{ name sensorState {{ status ticks(limit: 1) "
+    f"{{ status }} }} }} }} }} schedulesOrError{REPO_SELECTOR} {{ ... on Schedules {{ results {{ name "
+    "scheduleState { status } } } } }"
+)
 
 
-def _graphql(port: int) -> dict:
+def _graphql(port: int, query: str = QUERY) -> dict:
     request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/graphql", data=json.dumps({"query": QUERY}).encode(),
+        f"http://127.0.0.1:{port}/graphql", data=json.dumps({"query": query}).encode(),
         headers={"Content-Type": "application/json"},
     )  # fmt: skip
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -39,6 +45,12 @@ def test_dagster_dev_serves_the_whole_graph(tmp_path: Path):
             except OSError:
                 time.sleep(1)
         assert data is not None, "the UI did not answer within 180 s"
+        ticked = None  # the daemon evaluates the automation sensor by itself: nobody switched it on
+        while time.monotonic() < deadline + 60 and not ticked:
+            automation = _graphql(port, AUTOMATION)
+            sensors = automation["sensorsOrError"]["results"]
+            ticked = [s["name"] for s in sensors if s["sensorState"]["ticks"]]
+            time.sleep(0 if ticked else 2)
     finally:
         stop_group(server)
     keys = {"_".join(node["assetKey"]["path"]) for node in data["assetNodes"]}
@@ -46,3 +58,8 @@ def test_dagster_dev_serves_the_whole_graph(tmp_path: Path):
     assert {k for k in keys if k.endswith("_tiny")} == {f"{stage}_tiny" for stage in STAGES}
     assert all(f"lora_adapter_{size}" in keys for size in LANES)
     assert data["workspaceOrError"]["locationEntries"][0]["name"] == "mh_assets"
+    assert ticked == ["automation_sensor"]
+    assert all(s["sensorState"]["status"] == "RUNNING" for s in sensors)
+    schedules = automation["schedulesOrError"]["results"]
+    assert {s["name"] for s in schedules if s["scheduleState"]["status"] == "RUNNING"} == {
+        "observe_sources_schedule", "reevaluate_schedule"}  # fmt: skip
