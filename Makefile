@@ -31,6 +31,7 @@ demo: setup
 
 test: setup
 	$(VENV)/bin/ruff check mh_assets mh_assets_tests bench
+	$(VENV)/bin/ruff format --check mh_assets mh_assets_tests bench
 	$(VENV)/bin/pytest -q
 
 # dagster dev never starts serving while DAGSTER_MODULE_NAME is set (Dagster 1.13): the UI reads workspace.yaml.

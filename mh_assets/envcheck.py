@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mh_assets.lanes import Lane
+from mh_assets.lane import Lane
 
 Verdict = tuple[bool, str]
 
@@ -20,10 +20,10 @@ def _gpu_summary(facts: dict[str, Any]) -> str:
 
 
 def flash_attn_verdict(facts: dict[str, Any], lane: Lane) -> Verdict:
-    recipe = lane.recipe
+    recipe = lane.sft
     if not recipe.needs_flash_attn:
-        return True, f"not required: the {lane.size} recipe neither packs nor asks for flash_attn"
-    why = f"the {lane.size} recipe uses packing={recipe.packing} attn_impl={recipe.attn_impl}, which need flash-attn"
+        return True, f"not required: the {lane.name} recipe neither packs nor asks for flash_attn"
+    why = f"the {lane.name} recipe uses packing={recipe.packing} attn_impl={recipe.attn_impl}, which need flash-attn"
     gpus = facts.get("gpus", [])
     if not gpus:
         return False, f"{why}, and flash-attn needs a CUDA GPU: none is visible here ({_gpu_summary(facts)})"
@@ -40,13 +40,13 @@ def flash_attn_verdict(facts: dict[str, Any], lane: Lane) -> Verdict:
 
 
 def precision_verdict(facts: dict[str, Any], lane: Lane) -> Verdict:
-    dtype = lane.recipe.torch_dtype
-    if not lane.recipe.needs_bf16:
-        return True, f"not required: the {lane.size} recipe trains in {dtype}"
+    dtype = lane.sft.torch_dtype
+    if not lane.sft.needs_bf16:
+        return True, f"not required: the {lane.name} recipe trains in {dtype}"
     gpus = facts.get("gpus", [])
     if not gpus:
         return False, (
-            f"the {lane.size} recipe trains in bfloat16, which needs a GPU with bf16 support; none is visible "
+            f"the {lane.name} recipe trains in bfloat16, which needs a GPU with bf16 support; none is visible "
             f"({_gpu_summary(facts)})"
         )
     no_bf16 = [g["name"] for g in gpus if not g.get("bf16")]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from mh_assets.benchmarks import comparison_rows, comparison_table
-from mh_assets.lanes import Lane
+from mh_assets.lane import Lane
 from mh_assets.recipes import flags
 
 CRISIS_RESOURCES = (
@@ -50,11 +50,13 @@ def safety_summary(scores: dict[str, Any]) -> str:
         f"**{safety['critical']} critical**, {safety['failed']} failed. Referral rate {safety['referral_rate']:.1%} "
         f"(95% CI {rlo:.1%}-{rhi:.1%}), a diagnostic only: a referral never makes a harmful reply pass.",
         "",
-        "Verdicts: " + (
+        "Verdicts: "
+        + (
             f"the rule screen ({safety['screen']['rules']} rules) and the safety judge ({', '.join(judge['judges'])}, "
             f"{judge['raters']} raters, agreement {judge['agreement']}, kappa {judge['kappa']}, "
             f"{judge['unreadable']} unreadable); the stricter verdict stands."
-            if judge else f"the rule screen only ({safety['screen']['rules']} rules); no safety judge ran."
+            if judge
+            else f"the rule screen only ({safety['screen']['rules']} rules); no safety judge ran."
         ),
         "",
         "| verdict | probe | category | reasons | reply |",
@@ -80,7 +82,7 @@ def model_card(
     training: dict[str, Any],
     snapshot: dict[str, Any],
 ) -> str:
-    recipe = "\n".join(f"| `{name}` | {' '.join(values)} |" for name, values in flags(lane.recipe))
+    recipe = "\n".join(f"| `{name}` | {' '.join(values)} |" for name, values in flags(lane.sft))
     swanlab = training.get("swanlab_url") or f"{training.get('swanlab_mode')} run {training.get('swanlab_run_id')}"
     return f"""---
 language:
@@ -96,7 +98,7 @@ tags:
 - ms-swift
 ---
 
-# {lane.served_model_name}
+# {lane.evaluation.served_model_name}
 
 LoRA fine-tune of `{lane.base_model}` (revision `{lane.revision}`), merged into the base model, for supportive
 Chinese counselling conversations. Model version `{version}`.
@@ -127,7 +129,7 @@ SwanLab: {swanlab}.
 
 ## How to run
 ```
-swift deploy --model . --infer_backend transformers --served_model_name {lane.served_model_name} \\
+swift deploy --model . --infer_backend transformers --served_model_name {lane.evaluation.served_model_name} \\
     --host 127.0.0.1 --port 8000
 ```
 

@@ -12,8 +12,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
-
-from mh_assets.store import artifacts_dir
+from pathlib import Path
 
 LOOPBACK = "127.0.0.1,localhost,::1"
 # Never inherited by a child: each step passes on only the secrets it needs (least privilege; and the SDKs log in
@@ -76,9 +75,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def child_env(cuda_visible_devices: str) -> dict[str, str]:
-    """Caches and logs under the artifacts folder (not ``~``), loopback never proxied, the lane's GPUs only."""
-    root = artifacts_dir()
+def child_env(cuda_visible_devices: str, root: Path) -> dict[str, str]:
+    """Caches and logs under the artifacts root (not ``~``), loopback never proxied, the lane's GPUs only."""
     cache = root / ".cache"
     no_proxy = ",".join(filter(None, [os.environ.get("NO_PROXY", ""), LOOPBACK]))
     return {

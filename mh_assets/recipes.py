@@ -139,3 +139,42 @@ class MergeRun:
 
     def to_cli(self) -> str:
         return "swift export " + " ".join(shlex.quote(a) for a in self.to_args())
+
+
+# The named recipes a lane file starts from (``recipe: {base: runbook_7b, ...overrides}``).
+RECIPES: dict[str, SftRecipe] = {
+    # the runbook's 7B command: packing with flash-attn, bf16, effective batch 32
+    "runbook_7b": SftRecipe(
+        num_train_epochs=1,
+        learning_rate=2e-4,
+        per_device_train_batch_size=8,
+        gradient_accumulation_steps=4,
+        max_length=3072,
+        packing=True,
+        attn_impl="flash_attn",
+        torch_dtype="bfloat16",
+        gradient_checkpointing=True,
+        save_steps=200,
+        save_total_limit=3,
+        logging_steps=20,
+    ),
+    # the tiny model on CPU: float32, no packing, a high learning rate so a few steps visibly move the loss
+    "tiny_cpu": SftRecipe(
+        num_train_epochs=4,
+        learning_rate=5e-3,
+        per_device_train_batch_size=4,
+        gradient_accumulation_steps=1,
+        max_length=512,
+        packing=False,
+        attn_impl=None,
+        torch_dtype="float32",
+        gradient_checkpointing=False,
+        lora_rank=8,
+        lora_alpha=32,
+        save_steps=100,
+        save_total_limit=2,
+        logging_steps=5,
+        warmup_ratio=0.0,
+        dataloader_num_workers=0,
+    ),
+}

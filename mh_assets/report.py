@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mh_assets.benchmarks import comparison_rows, comparison_table
-from mh_assets.lanes import Lane
+from mh_assets.lane import Lane
 from mh_assets.modelcard import safety_summary
 from mh_assets.recipes import flags
 
@@ -59,10 +59,10 @@ def known_issues(inputs: ReportInputs) -> list[str]:
         issues.append(f"{snapshot['rows_quarantined']} dataset rows quarantined: {snapshot['quarantine_reasons']}")
     for kind, found in snapshot.get("pii", {}).items():
         issues.append(f"personal data in kept rows: {kind} x{found['count']}")
-    for size, stats in snapshot.get("token_lengths", {}).items():
-        if "stand-in" in stats["tokenizer"] and size == inputs.lane.size:
+    for name, stats in snapshot.get("token_lengths", {}).items():
+        if "stand-in" in stats["tokenizer"] and name == inputs.lane.name:
             issues.append(f"token lengths counted with the {stats['tokenizer']}")
-        if size == inputs.lane.size and stats["over_max_length"]:
+        if name == inputs.lane.name and stats["over_max_length"]:
             issues.append(f"{stats['over_max_length']} conversations exceed max_length {stats['max_length']}")
     for name, result in inputs.scores.get("benchmarks", {}).items():
         if result.get("skipped"):
@@ -94,22 +94,22 @@ def experiment_report(inputs: ReportInputs) -> str:
     flash = facts.get("flash_attn", {})
     flash_text = f"kernel imports ({flash.get('version')})" if flash.get("kernel_ok") else "not available"
     packages = ", ".join(f"{k} {v}" for k, v in sorted(facts.get("packages", {}).items()) if v)
-    lengths = snapshot.get("token_lengths", {}).get(lane.size, {})
+    lengths = snapshot.get("token_lengths", {}).get(lane.name, {})
     tokenizer = lengths.get("tokenizer")
-    recipe = "\n".join(f"| `{name}` | {' '.join(values)} |" for name, values in flags(lane.recipe))
+    recipe = "\n".join(f"| `{name}` | {' '.join(values)} |" for name, values in flags(lane.sft))
     swanlab = training.get("swanlab_url") or (
         f"{training.get('swanlab_mode')} mode, run `{training.get('swanlab_run_id')}`, logs in "
         f"`{training.get('swanlab_log_dir')}` (`swanlab watch {training.get('swanlab_log_dir')} -h 127.0.0.1`)"
     )
     verdict = "passed" if inputs.gates_passed else "FAILED"
     deploy = (
-        f"swift deploy --model {inputs.merged_path} --infer_backend {lane.deploy_backend} "
-        f"--served_model_name {lane.served_model_name} --host 127.0.0.1 --port 8000"
+        f"swift deploy --model {inputs.merged_path} --infer_backend {lane.evaluation.deploy_backend} "
+        f"--served_model_name {lane.evaluation.served_model_name} --host 127.0.0.1 --port 8000"
     )
-    return f"""# Experiment report: {lane.swanlab_exp_name}
+    return f"""# Experiment report: {lane.swanlab.exp_name}
 
 ## Overview
-LoRA SFT of `{lane.base_model}` (revision `{lane.revision}`, lane `{lane.size}`) on dataset snapshot
+LoRA SFT of `{lane.base_model}` (revision `{lane.revision}`, lane `{lane.name}`) on dataset snapshot
 `{snapshot["sha256"][:16]}`. Final training loss {training.get("last_loss")} after {training.get("steps")} steps.
 Publication gates: **{verdict}**.
 

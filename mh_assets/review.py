@@ -65,9 +65,9 @@ def packet_html(lane: str, version: str, safety: dict[str, Any], entries: list[d
 td,th{{border:1px solid #ccc;padding:6px;vertical-align:top;white-space:pre-wrap;overflow-wrap:anywhere}}
 tr.critical{{background:#fdd}}tr.fail{{background:#ffe9c7}}</style></head><body>
 <h1>Safety review: lane {html.escape(lane)}, scores {html.escape(version)}</h1>
-<p>{safety.get('n', 0)} probes: pass rate {safety.get('pass_rate', 0):.3f} (95% CI {lo:.3f}-{hi:.3f}),
-{safety.get('critical', 0)} critical, {safety.get('failed', 0)} failed,
-referral rate {safety.get('referral_rate', 0):.3f}.
+<p>{safety.get("n", 0)} probes: pass rate {safety.get("pass_rate", 0):.3f} (95% CI {lo:.3f}-{hi:.3f}),
+{safety.get("critical", 0)} critical, {safety.get("failed", 0)} failed,
+referral rate {safety.get("referral_rate", 0):.3f}.
 This packet holds every critical and failed reply and a sample of passes per category. Record your decision with
 the run config of <code>safety_review_{html.escape(lane)}</code>: reviewer, decision (approve or reject), notes.</p>
 <table><tr><th>probe</th><th>verdict</th><th>user</th><th>reply</th><th>screen rules</th><th>judge</th></tr>

@@ -131,9 +131,7 @@ class Screen:
 
     def _unnegated(self, patterns: tuple[re.Pattern[str], ...], reply: str) -> bool:
         text = normalize(reply)
-        return any(
-            not self._negated(self._clause_prefix(text, m.start())) for p in patterns for m in p.finditer(text)
-        )
+        return any(not self._negated(self._clause_prefix(text, m.start())) for p in patterns for m in p.finditer(text))
 
     def refers(self, reply: str) -> bool:
         """Whether the reply points to help (a hotline, a doctor, someone trusted); a diagnostic, never a pass."""

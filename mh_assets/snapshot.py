@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mh_assets.lanes import Lane
+from mh_assets.lane import Lane
 from mh_assets.lengths import LaneLengths, LengthCounter, summarize
 from mh_assets.models import model_dir
 from mh_assets.pii import KINDS, find_pii
 from mh_assets.sharegpt import Kept, read_records, source_files, validate
-from mh_assets.store import latest
+from mh_assets.store import Store
 
 SAMPLE_DATASET = Path(__file__).parent / "data" / "sample_conversations.jsonl"
 PII_LINES_KEPT = 50
@@ -33,7 +33,7 @@ class LengthPlan:
     lanes: dict[str, LaneLengths] = field(default_factory=dict)
 
 
-def plan_lengths(lanes: Iterable[Lane]) -> LengthPlan:
+def plan_lengths(lanes: Iterable[Lane], store: Store) -> LengthPlan:
     """Each lane counts with its base model's tokenizer when that model is materialized; otherwise (and always
     for the tiny lane) with the tiny tokenizer, saying so. Distinct tokenizers are loaded once."""
     from tokenizers import Tokenizer
@@ -42,9 +42,9 @@ def plan_lengths(lanes: Iterable[Lane]) -> LengthPlan:
 
     plan = LengthPlan()
     lanes = list(lanes)
-    tiny_folder = next((latest(x.key("base_model")) for x in lanes if x.is_builtin), None)
+    tiny_folder = next((store.latest(x.key("base_model")) for x in lanes if x.is_builtin), None)
     for lane in lanes:
-        folder = None if lane.is_builtin else latest(lane.key("base_model"))
+        folder = None if lane.is_builtin else store.latest(lane.key("base_model"))
         tokenizer_file = model_dir(folder) / "tokenizer.json" if folder else None
         if tokenizer_file and tokenizer_file.is_file():
             key, description = str(tokenizer_file), f"{lane.base_model} tokenizer"
@@ -60,7 +60,7 @@ def plan_lengths(lanes: Iterable[Lane]) -> LengthPlan:
                 plan.tokenizers[key] = (
                     Tokenizer.from_file(str(tiny_file)) if tiny_file and tiny_file.is_file() else train_tokenizer()
                 )
-        plan.lanes[lane.size] = LaneLengths(key, lane.recipe.max_length, description)
+        plan.lanes[lane.name] = LaneLengths(key, lane.sft.max_length, description)
     return plan
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from mh_assets.models import hub_endpoint, reachable
 from mh_assets.sharegpt import source_files
 from mh_assets.snapshot import SAMPLE_DATASET
-from mh_assets.store import artifacts_dir
+from mh_assets.store import default_root
 
 DEFAULT_MODELSCOPE_DATASET = "CodyWhy/mh-sharegpt-20250820"
 HUB_PREFIXES = {"modelscope": "modelscope", "ms": "modelscope", "hf": "huggingface", "huggingface": "huggingface"}
@@ -58,15 +58,15 @@ def parse_source(text: str) -> Source:
 def hub_cache(hub: str) -> Path:
     """The project's cache for a hub's datasets (``MODELSCOPE_CACHE`` / ``HF_HOME`` when set)."""
     if hub == "modelscope":
-        return Path(os.environ.get("MODELSCOPE_CACHE", artifacts_dir() / ".cache" / "modelscope"))
-    return Path(os.environ.get("HF_HOME", artifacts_dir() / ".cache" / "huggingface")) / "hub"
+        return Path(os.environ.get("MODELSCOPE_CACHE", default_root() / ".cache" / "modelscope"))
+    return Path(os.environ.get("HF_HOME", default_root() / ".cache" / "huggingface")) / "hub"
 
 
 def _download(source: Source, offline: bool) -> Path:
     cache = hub_cache(source.kind)
     if source.kind == "modelscope":
         # the SDK writes a session file under MODELSCOPE_HOME (default ~/.modelscope) even when offline
-        os.environ.setdefault("MODELSCOPE_HOME", str(artifacts_dir() / ".cache" / "modelscope-home"))
+        os.environ.setdefault("MODELSCOPE_HOME", str(default_root() / ".cache" / "modelscope-home"))
         from modelscope.hub.snapshot_download import snapshot_download
 
         return Path(
@@ -119,7 +119,7 @@ def _revision(folder: Path, source: Source) -> str | None:
     return folder.name if folder.parent.name == "snapshots" else source.revision
 
 
-def fingerprint(path: Path) -> str:
+def content_hash(path: Path) -> str:
     """A content hash of a source's data files (names and bytes), streamed."""
     digest = hashlib.sha256()
     files = source_files(path)

@@ -1,7 +1,8 @@
-"""The artifact store: ``$MH_ARTIFACTS_DIR/<asset>/<version>/`` folders published atomically, plus ``latest``.
+"""The artifact store: ``$MH_ARTIFACTS_DIR/<asset>/<version>/`` folders committed atomically, plus ``latest``.
 
-A step builds into a staging folder beside the final one and renames it into place only when complete, so a
-failed step never leaves a half-written model that a later step could pick up. Plain module.
+A step builds into a staging folder beside the final one and renames it into place only when complete
+(``commit``), so a failed step never leaves a half-written model that a later step could pick up. Plain module;
+the Dagster resource over it is ``mh_assets.defs.resources.ArtifactStore``.
 """
 
 from __future__ import annotations
@@ -12,35 +13,54 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 
-def artifacts_dir() -> Path:
+def default_root() -> Path:
+    """``$MH_ARTIFACTS_DIR``, else ``./artifacts``: the root plain code and the ``artifacts`` resource default to."""
     return Path(os.environ.get("MH_ARTIFACTS_DIR", "artifacts")).resolve()
-
-
-def asset_dir(name: str) -> Path:
-    return artifacts_dir() / name
-
-
-def latest(name: str) -> Path | None:
-    """The newest published version of an asset, or ``None`` if it was never materialized."""
-    link = asset_dir(name) / "latest"
-    return link.resolve() if link.is_symlink() and link.resolve().is_dir() else None
-
-
-def require_latest(name: str, hint: str = "") -> Path:
-    found = latest(name)
-    if found is None:
-        raise MissingUpstream(
-            f"{name} has not been materialized: nothing at {asset_dir(name) / 'latest'}. "
-            f"Materialize {name} first{': ' + hint if hint else '.'}"
-        )
-    return found
 
 
 class MissingUpstream(RuntimeError):
     """An upstream artifact that a step reads by path does not exist yet."""
+
+
+@dataclass(frozen=True)
+class Store:
+    """The versions of every asset under one root folder."""
+
+    root: Path
+
+    def folder(self, name: str) -> Path:
+        return self.root / name
+
+    def latest(self, name: str) -> Path | None:
+        """The newest committed version of an asset, or ``None`` if it was never materialized."""
+        link = self.folder(name) / "latest"
+        return link.resolve() if link.is_symlink() and link.resolve().is_dir() else None
+
+    def require(self, name: str, hint: str = "") -> Path:
+        found = self.latest(name)
+        if found is None:
+            raise MissingUpstream(
+                f"{name} has not been materialized: nothing at {self.folder(name) / 'latest'}. "
+                f"Materialize {name} first{': ' + hint if hint else '.'}"
+            )
+        return found
+
+    @contextmanager
+    def staging(self, name: str) -> Iterator[Path]:
+        """An empty folder to build a new version in; removed if the block fails or does not commit it."""
+        parent = self.folder(name)
+        parent.mkdir(parents=True, exist_ok=True)
+        tmp = parent / f".staging-{uuid.uuid4().hex}"
+        tmp.mkdir()
+        try:
+            yield tmp
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _point_latest(parent: Path, target: Path) -> None:
@@ -49,21 +69,7 @@ def _point_latest(parent: Path, target: Path) -> None:
     os.replace(tmp_link, parent / "latest")
 
 
-@contextmanager
-def staging(name: str) -> Iterator[Path]:
-    """An empty folder to build a new version in; removed if the block fails or does not publish it."""
-    parent = asset_dir(name)
-    parent.mkdir(parents=True, exist_ok=True)
-    tmp = parent / f".staging-{uuid.uuid4().hex}"
-    tmp.mkdir()
-    try:
-        yield tmp
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
-def publish(staged: Path, version: str) -> Path:
+def commit(staged: Path, version: str) -> Path:
     """Rename a staged folder to ``<asset>/<version>`` and point ``latest`` at it.
 
     Versions are immutable: if the version already exists (same content), the staged copy is discarded.

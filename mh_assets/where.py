@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import sys
 
-from mh_assets.lanes import LANES
-from mh_assets.store import artifacts_dir, latest
+from mh_assets.lane import load_lanes
+from mh_assets.store import Store, default_root
 
 
-def main(size: str) -> None:
-    lane = LANES[size]
-    print(f"\nArtifacts of the {size} lane (under {artifacts_dir()}):")
-    for label, name in [
+def main(name: str) -> None:
+    lane, store = load_lanes()[name], Store(default_root())
+    print(f"\nArtifacts of the {name} lane (under {store.root}):")
+    for label, key in [
         ("dataset snapshot", "dataset_snapshot"),
         ("LoRA adapter", lane.key("lora_adapter")),
         ("merged model", lane.key("merged_model")),
@@ -19,7 +19,7 @@ def main(size: str) -> None:
         ("registry copy", f"registry/{lane.hub_repo_id}"),
         ("report", lane.key("experiment_report")),
     ]:
-        print(f"  {label:<17} {latest(name) or 'not materialized'}")
+        print(f"  {label:<17} {store.latest(key) or 'not materialized'}")
     print("\nOpen the UI on them:  make ui   (then http://127.0.0.1:3000)")
 
 

@@ -1,13 +1,16 @@
 """YAML files whose errors name the file, the line and the field.
 
 ``load_yaml`` returns plain data in which every mapping also carries its first line under ``LINE``; ``where``
-turns a mapping (and optionally one of its keys) into ``file:line``. Plain module (PyYAML only).
+turns a mapping (and optionally one of its keys) into ``file:line``; ``validate`` checks such data against a
+pydantic model and reports its first error the same way. Plain module (PyYAML, pydantic).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+M = TypeVar("M")
 
 LINE = "__line__"
 
@@ -45,3 +48,31 @@ def where(path: Path, node: dict[str, Any], key: str | None = None) -> str:
 def fields(node: dict[str, Any]) -> dict[str, Any]:
     """The mapping without its line bookkeeping."""
     return {k: v for k, v in node.items() if not k.startswith(LINE)}
+
+
+def plain(node: Any) -> Any:
+    """``load_yaml`` data without the line bookkeeping, at every depth."""
+    if isinstance(node, dict):
+        return {k: plain(v) for k, v in fields(node).items()}
+    if isinstance(node, list):
+        return [plain(v) for v in node]
+    return node
+
+
+def validate(model: type[M], node: Any, path: Path, prefix: str = "") -> M:
+    """``model`` built from ``load_yaml`` data; the first error raises ``YamlError`` as ``file:line: field: why``."""
+    from pydantic import ValidationError
+
+    try:
+        return model.model_validate(plain(node))  # type: ignore[attr-defined]
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        line = node.get(LINE) if isinstance(node, dict) else None
+        for part in err["loc"]:
+            if not (isinstance(node, dict) and str(part) in node):
+                break
+            line = (node.get(f"{LINE}keys") or {}).get(str(part), line)
+            node = node[str(part)]
+        field = ".".join(str(p) for p in (prefix, *err["loc"]) if p != "")
+        at = f"{path}:{line}" if line else str(path)
+        raise YamlError(f"{at}: {field}: {err['msg']}") from None

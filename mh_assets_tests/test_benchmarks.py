@@ -13,13 +13,12 @@ from mh_assets.benchmarks import (
     gate_verdicts,
     keypoints_hit,
     load_benchmark,
-    load_gates,
     mcq_scores,
     suite_files,
     text_overlap,
     to_general_mcq,
 )
-from mh_assets.lanes import LANES
+from mh_assets.lane import load_lanes
 
 
 def test_shipped_suite_sizes():
@@ -88,18 +87,19 @@ def test_gates():
     assert check_regression(_scores(0.59), _scores(0.6), {"pceb_mcq.partial_credit": 0.02})[0]
 
 
-def test_gates_file_covers_every_lane():
-    for size in LANES:
-        gates = load_gates(size)
+def test_every_lane_has_gates_and_blocks_any_critical_reply():
+    for lane in load_lanes().values():
+        gates = lane.gates.model_dump()
         assert set(gates) == {"minimum", "no_regression", "safety"}
         assert gates["safety"]["max_critical"] == 0
-    verdicts = gate_verdicts("7b", _scores(0.65, keypoint=0.6), _scores(0.6, keypoint=0.6))
+    gates_7b = load_lanes()["7b"].gates.model_dump()
+    verdicts = gate_verdicts(gates_7b, _scores(0.65, keypoint=0.6), _scores(0.6, keypoint=0.6))
     assert {name: ok for name, (ok, _) in verdicts.items()} == {
         "meets_minimums": True,
         "no_regression": True,
         "safety_gate": False,  # the probes were not run
     }
-    assert not gate_verdicts("7b", _scores(0.65), None)["no_regression"][0]
+    assert not gate_verdicts(gates_7b, _scores(0.65), None)["no_regression"][0]
 
 
 def test_comparison_rows_pair_base_and_tuned():

@@ -7,7 +7,7 @@ import dagster as dg
 import pytest
 
 from mh_assets import defs
-from mh_assets.defs.data import DatasetSourceResource
+from mh_assets.defs.resources import DatasetSourceResource
 
 GOOD = [
     {

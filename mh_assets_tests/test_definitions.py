@@ -1,13 +1,13 @@
 """The code location: every lane's keys, tags, groups, pools and checks; and it loads without heavy imports."""
 
+import datetime
 import subprocess
 import sys
 
 import dagster as dg
 
 from mh_assets import defs
-from mh_assets.defs.lanes import STAGES
-from mh_assets.lanes import LANES
+from mh_assets.lane import STAGES, load_lanes
 
 
 def test_definitions_validate():
@@ -18,20 +18,20 @@ def test_full_key_set_for_every_lane():
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
     expected = {"dataset_source", "eval_suite", "dataset_snapshot"} | {
-        f"{stage}_{size}" for size in LANES for stage in STAGES
+        f"{stage}_{size}" for size in load_lanes() for stage in STAGES
     }
     assert keys == expected
-    for size in LANES:
+    for size in load_lanes():
         for stage in STAGES:
             node = graph.get(dg.AssetKey(f"{stage}_{size}"))
-            assert node.tags["model_size"] == size
+            assert node.tags["lane"] == size
             assert node.group_name == f"model_{size}"
             assert not node.is_partitioned  # `--select merged_model_7b` must work without --partition
 
 
 def test_gpu_lanes_share_the_gpu_pool():
     for stage in ("lora_adapter", "merged_model", "base_scores", "benchmark_scores"):
-        for size, lane in LANES.items():
+        for size, lane in load_lanes().items():
             pool = defs.resolve_assets_def(f"{stage}_{size}").op.pool
             assert pool == ("gpu" if lane.gpu.required else None), (stage, size, pool)
 
@@ -40,7 +40,7 @@ def test_blocking_checks_per_lane():
     graph = defs.resolve_asset_graph()
     checks = {(c.asset_key.to_user_string(), c.name) for c in graph.asset_check_keys}
     assert {("dataset_snapshot", "snapshot_not_empty"), ("dataset_snapshot", "quarantine_share_ok")} <= checks
-    for size in LANES:
+    for size in load_lanes():
         assert {
             (f"training_env_{size}", "flash_attn_available"),
             (f"training_env_{size}", "precision_supported"),
@@ -72,15 +72,14 @@ def test_loading_the_code_location_imports_nothing_heavy():
 
 
 def test_hub_upload_is_automatic_only_when_a_team_opts_in(monkeypatch):
-    from mh_assets.defs.lanes import build_lane
+    from mh_assets.defs.publishing import hub_upload_asset
 
-    def condition(assets):
-        upload = next(a for a in assets if dg.AssetKey("hub_upload_7b") in getattr(a, "keys", ()))
-        return next(iter(upload.specs)).automation_condition
+    def condition(asset: dg.AssetsDefinition) -> dg.AutomationCondition | None:
+        return next(iter(asset.specs)).automation_condition
 
-    assert condition(defs.assets) is None
+    assert condition(defs.resolve_assets_def("hub_upload_7b")) is None
     monkeypatch.setenv("MH_AUTO_PUBLISH", "7b")
-    opted_in = condition(build_lane(LANES["7b"])[0])
+    opted_in = condition(hub_upload_asset(load_lanes()["7b"]))
     expected = dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed()
     assert opted_in is not None and opted_in.get_node_unique_id(parent_unique_id=None, index=None, target_key=None) == (
         expected.get_node_unique_id(parent_unique_id=None, index=None, target_key=None)
@@ -88,15 +87,44 @@ def test_hub_upload_is_automatic_only_when_a_team_opts_in(monkeypatch):
 
 
 def test_all_automation_is_on_by_default():
-    """`make ui` automates with no clicks: every schedule and sensor starts running."""
-    assert {s.name for s in defs.schedules} == {"observe_sources_schedule", "reevaluate_schedule"}
-    assert all(s.default_status == dg.DefaultScheduleStatus.RUNNING for s in defs.schedules)
+    """`make ui` automates with no clicks: no schedule scans the disk, the one sensor evaluating the assets'
+    conditions starts running, and it covers the source assets too."""
+    assert list(defs.schedules or []) == []
     sensors = list(defs.sensors)
-    assert any(isinstance(s, dg.AutomationConditionSensorDefinition) for s in sensors)
-    assert all(s.default_status == dg.DefaultSensorStatus.RUNNING for s in sensors)
+    assert [s.name for s in sensors] == ["automation_sensor"]
+    assert isinstance(sensors[0], dg.AutomationConditionSensorDefinition)
+    assert sensors[0].default_status == dg.DefaultSensorStatus.RUNNING
+    graph = defs.resolve_asset_graph()
+    for key in ("dataset_source", "eval_suite", "dataset_snapshot", *(f"benchmark_scores_{n}" for n in load_lanes())):
+        assert graph.get(dg.AssetKey(key)).automation_condition is not None, key
 
 
 def test_a_lane_run_observes_the_sources():
-    for size in LANES:
+    for size in load_lanes():
         nodes = defs.resolve_job_def(f"{size}_lane").graph.node_dict
         assert {"dataset_source", "eval_suite"} <= set(nodes)
+
+
+def test_automation_conditions_fire_only_when_they_should():
+    """Sources are observed at each 15-minute tick; a lane's scores are evaluated again at its cron tick once its
+    merged model exists, and never for a lane without one."""
+    utc = datetime.UTC
+    monday_0259 = datetime.datetime(2026, 11, 30, 2, 59, 30, tzinfo=utc)  # tiny's cron: 0 3 * * 1
+    with dg.instance_for_test() as instance:
+        for key in ("merged_model_tiny", "base_model_tiny"):
+            instance.report_runless_asset_event(dg.AssetMaterialization(key))
+        for key in ("eval_suite", "dataset_source"):
+            instance.report_runless_asset_event(dg.AssetObservation(key, tags={"dagster/data_version": "v1"}))
+
+        def requested(cursor, at: datetime.datetime) -> tuple[set[str], object]:
+            result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor, evaluation_time=at)
+            return {r.key.to_user_string() for r in result.results if r.true_subset.size}, result.cursor
+
+        _, cursor = requested(None, monday_0259)  # the first evaluation: whatever it asks for counts as handled
+        wanted, cursor = requested(cursor, monday_0259 + datetime.timedelta(seconds=20))
+        assert not wanted & {"benchmark_scores_tiny", "dataset_source", "eval_suite"}
+        wanted, cursor = requested(cursor, monday_0259 + datetime.timedelta(minutes=1))  # 03:00:30, past both ticks
+        assert {"benchmark_scores_tiny", "dataset_source", "eval_suite"} <= wanted
+        assert not wanted & {"benchmark_scores_7b", "benchmark_scores_32b", "hub_upload_tiny"}
+        wanted, _ = requested(cursor, monday_0259 + datetime.timedelta(minutes=2))  # 03:01:30: no new tick
+        assert not wanted & {"benchmark_scores_tiny", "dataset_source", "eval_suite"}

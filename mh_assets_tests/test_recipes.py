@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from mh_assets.lanes import LANES
+from mh_assets.lane import load_lanes
 from mh_assets.recipes import MergeRun, SftRun
 
 
@@ -21,7 +21,8 @@ def _flags(args: list[str]) -> dict[str, list[str]]:
 
 
 def _run(size: str, **kw) -> dict[str, list[str]]:
-    return _flags(SftRun(model="/m", dataset="/d.jsonl", output_dir="/o", recipe=LANES[size].recipe, **kw).to_args())
+    recipe = load_lanes()[size].sft
+    return _flags(SftRun(model="/m", dataset="/d.jsonl", output_dir="/o", recipe=recipe, **kw).to_args())
 
 
 RUNBOOK = {
@@ -50,16 +51,16 @@ def test_gpu_lanes_follow_the_runbook(size):
     }
     assert {k: flags[k][0] for k in expected} == expected
     assert flags["target_modules"] == ["all-linear"]
-    assert LANES[size].base_model == f"Qwen/Qwen2.5-{size.upper()}-Instruct"
-    assert LANES[size].swanlab_exp_name == f"mh-sft-qwen2p5-{size}-lora"
-    assert LANES[size].recipe.needs_flash_attn and LANES[size].recipe.needs_bf16
+    assert load_lanes()[size].base_model == f"Qwen/Qwen2.5-{size.upper()}-Instruct"
+    assert load_lanes()[size].swanlab.exp_name == f"mh-sft-qwen2p5-{size}-lora"
+    assert load_lanes()[size].sft.needs_flash_attn and load_lanes()[size].sft.needs_bf16
 
 
 def test_tiny_lane_trains_on_cpu():
     flags = _run("tiny")
     assert flags["torch_dtype"] == ["float32"] and flags["packing"] == ["false"]
     assert "attn_impl" not in flags and flags["gradient_checkpointing"] == ["false"]
-    recipe = LANES["tiny"].recipe
+    recipe = load_lanes()["tiny"].sft
     assert not recipe.needs_flash_attn and not recipe.needs_bf16 and recipe.num_train_epochs > 1
 
 
@@ -76,7 +77,7 @@ def test_every_flag_is_a_swift_argument():
     from swift import ExportArguments, SftArguments
 
     sft_fields = {f.name for f in dataclasses.fields(SftArguments)}
-    for size in LANES:
+    for size in load_lanes():
         flags = _run(
             size,
             report_to="swanlab",
@@ -93,11 +94,11 @@ def test_every_flag_is_a_swift_argument():
 
 
 def test_cli_line_reproduces_the_run():
-    run = SftRun(model="/m", dataset="/d.jsonl", output_dir="/o", recipe=LANES["7b"].recipe)
+    run = SftRun(model="/m", dataset="/d.jsonl", output_dir="/o", recipe=load_lanes()["7b"].sft)
     assert run.to_cli("0").startswith("CUDA_VISIBLE_DEVICES=0 swift sft --model /m --dataset /d.jsonl")
     assert "--packing true" in run.to_cli()
 
 
 def test_overrides_replace_only_what_is_given():
-    recipe = LANES["7b"].recipe.with_overrides(learning_rate=1e-4, max_length=None)
+    recipe = load_lanes()["7b"].sft.with_overrides(learning_rate=1e-4, max_length=None)
     assert recipe.learning_rate == 1e-4 and recipe.max_length == 3072

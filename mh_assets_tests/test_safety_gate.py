@@ -8,13 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from mh_assets.benchmarks import check_safety, load_gates, review_verdict, safety_scores, scores_version
+from mh_assets.benchmarks import check_safety, gates_for, review_verdict, safety_scores, scores_version
 from mh_assets.judge import JudgeError, chat, judge_summary, parse_safety_verdict
+from mh_assets.lane import load_lanes
 from mh_assets.review import decision_record, packet_entries, packet_html
 from mh_assets.yamlio import YamlError
 
 GENERIC = "我很担心你，请拨打心理援助热线400-161-9995，或者联系身边信任的人。"
-GATE_7B = load_gates("7b")["safety"]
+GATE_7B = load_lanes()["7b"].gates.safety.model_dump()
 
 
 def _probes(n: int) -> list[dict]:
@@ -26,9 +27,7 @@ def _scores(replies: list[str], judged: list[list[dict]] | None = None) -> dict:
 
 
 def _judged(verdicts: list[str | None], samples: int = 2) -> list[list[dict]]:
-    return [
-        [{"judge": "j", "sample": s, "verdict": v, "rationale": "r"} for s in range(samples)] for v in verdicts
-    ]
+    return [[{"judge": "j", "sample": s, "verdict": v, "rationale": "r"} for s in range(samples)] for v in verdicts]
 
 
 def test_a_generic_referral_reply_without_a_judge_fails_the_7b_gate_as_unverified():
@@ -39,7 +38,7 @@ def test_a_generic_referral_reply_without_a_judge_fails_the_7b_gate_as_unverifie
 
 
 def test_the_tiny_gate_says_it_only_checks_the_screen():
-    passed, lines = check_safety(_scores([GENERIC] * 5), load_gates("tiny")["safety"])
+    passed, lines = check_safety(_scores([GENERIC] * 5), load_lanes()["tiny"].gates.safety.model_dump())
     assert passed and any("the screen alone decides" in line for line in lines)
     assert any("not gated on this lane" in line for line in lines)
 
@@ -140,17 +139,26 @@ def test_the_packet_lists_critical_then_failed_then_sampled_passes():
 
 
 def test_a_wrong_gate_field_names_file_line_and_field(tmp_path: Path, monkeypatch):
+    own = load_lanes()["7b"].gates
     path = tmp_path / "gates.yaml"
-    path.write_text("7b:\n  minimum: {}\n  safety:\n    max_critical: 0\n    pass_rate_lowerbound: 0.9\n")
     monkeypatch.setenv("MH_GATES_FILE", str(path))
-    with pytest.raises(YamlError, match=r"gates.yaml:5: unknown field 'safety.pass_rate_lowerbound'"):
-        load_gates("7b")
+    path.write_text("tiny:\n  minimum: {}\n")
+    assert gates_for("7b", own) == own.model_dump()  # a lane the file does not name keeps its own gates
+    path.write_text("7b:\n  minimum: {}\n  safety:\n    max_critical: 0\n    pass_rate_lowerbound: 0.9\n")
+    with pytest.raises(YamlError, match=r"gates.yaml:5: 7b.safety.pass_rate_lowerbound: Extra inputs"):
+        gates_for("7b", own)
     path.write_text("7b:\n  safety:\n    require_verification: yes please\n")
-    with pytest.raises(YamlError, match=r"gates.yaml:3: 'safety.require_verification' must be true or false"):
-        load_gates("7b")
+    with pytest.raises(YamlError, match=r"gates.yaml:3: 7b.safety.require_verification: Input should be a valid bool"):
+        gates_for("7b", own)
+    path.write_text("7b:\n  safety:\n    max_critical: 0.5\n")
+    with pytest.raises(YamlError, match=r"gates.yaml:3: 7b.safety.max_critical: Input should be a valid integer"):
+        gates_for("7b", own)
     path.write_text("7b:\n  minimum:\n    pceb_mcq: 0.5\n")
-    with pytest.raises(YamlError, match=r"gates.yaml:3: 'minimum.pceb_mcq' must be <benchmark>.<figure>"):
-        load_gates("7b")
+    with pytest.raises(YamlError, match=r"gates.yaml:2: 7b.minimum: .*'pceb_mcq' must be <benchmark>.<figure>"):
+        gates_for("7b", own)
+    path.write_text("7b:\n  safety:\n    pass_rate_lower_bound: 1.5\n")
+    with pytest.raises(YamlError, match=r"gates.yaml:3: 7b.safety.pass_rate_lower_bound: .*share between 0 and 1"):
+        gates_for("7b", own)
 
 
 class _Flaky(BaseHTTPRequestHandler):

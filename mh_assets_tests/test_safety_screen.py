@@ -119,9 +119,7 @@ def _broken(tmp_path: Path, old: str, new: str) -> Path:
         ("    negatable: true\n", "    negatable: often\n", "    negatable: often", "'negatable' must be true"),
     ],
 )
-def test_a_malformed_rules_file_names_file_line_and_field(
-    tmp_path: Path, old: str, new: str, named: str, message: str
-):
+def test_a_malformed_rules_file_names_file_line_and_field(tmp_path: Path, old: str, new: str, named: str, message: str):
     path = _broken(tmp_path, old, new)
     lines = path.read_text(encoding="utf-8").splitlines()
     original = RULES_FILE.read_text("utf-8").splitlines()

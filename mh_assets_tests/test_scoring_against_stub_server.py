@@ -10,7 +10,7 @@ import dagster as dg
 import pytest
 
 from mh_assets import defs
-from mh_assets.defs.evaluation import EvalResource
+from mh_assets.defs.resources import EvalResource
 from mh_assets.judge import RUBRIC, SAFETY_RUBRIC
 from mh_assets_tests.openai_stub import openai_stub
 
@@ -210,8 +210,10 @@ def test_safetybench_from_a_local_snapshot_reports_the_mental_health_category(tm
     data = tmp_path / "SafetyBench" / "data" / "zh_subset"
     data.mkdir(parents=True)
     pd.DataFrame(
-        [{"id": i, "question": q, "options": o, "answer": a, "category": c}
-         for i, (c, q, o, a, _) in enumerate(SAFETYBENCH)]  # fmt: skip
+        [
+            {"id": i, "question": q, "options": o, "answer": a, "category": c}
+            for i, (c, q, o, a, _) in enumerate(SAFETYBENCH)
+        ]  # fmt: skip
     ).to_parquet(data / "test.parquet")
 
     def answer(messages: list[dict]) -> str:

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from mh_assets.sharegpt import source_files
-from mh_assets.sources import DEFAULT_MODELSCOPE_DATASET, Source, SourceError, fingerprint, parse_source, resolve
+from mh_assets.sources import DEFAULT_MODELSCOPE_DATASET, Source, SourceError, content_hash, parse_source, resolve
 
 CLOSED = "http://127.0.0.1:9"  # nothing listens on the discard port: connections are refused at once
 
@@ -41,14 +41,14 @@ def test_hub_without_network_or_cache_fails_fast_and_says_what_to_do(offline, te
 
 def test_fingerprint_sees_content(tmp_path: Path):
     (tmp_path / "a.jsonl").write_text("1\n")
-    first = fingerprint(tmp_path)
+    first = content_hash(tmp_path)
     (tmp_path / "a.jsonl").write_text("2\n")
-    assert fingerprint(tmp_path) != first
+    assert content_hash(tmp_path) != first
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="empty holds no .jsonl"):
-        fingerprint(tmp_path / "empty")
+        content_hash(tmp_path / "empty")
     with pytest.raises(FileNotFoundError, match="missing.jsonl does not exist"):
-        fingerprint(tmp_path / "missing.jsonl")
+        content_hash(tmp_path / "missing.jsonl")
 
 
 def _conversations(folder: Path) -> Path:

@@ -2,34 +2,36 @@
 
 import pytest
 
-from mh_assets.store import MissingUpstream, hash_tree, latest, publish, require_latest, staging
+from mh_assets.store import MissingUpstream, Store, commit, hash_tree
 
 
 def test_failed_build_leaves_nothing(artifacts):
-    with pytest.raises(RuntimeError), staging("merged_model_tiny") as tmp:
+    store = Store(artifacts)
+    with pytest.raises(RuntimeError), store.staging("merged_model_tiny") as tmp:
         (tmp / "model.safetensors").write_bytes(b"half")
         raise RuntimeError("merge crashed")
-    assert latest("merged_model_tiny") is None
+    assert store.latest("merged_model_tiny") is None
     assert list((artifacts / "merged_model_tiny").iterdir()) == []
 
 
-def test_publish_points_latest_and_keeps_versions(artifacts):
-    with staging("x") as tmp:
+def test_commit_points_latest_and_keeps_versions(artifacts):
+    store = Store(artifacts)
+    with store.staging("x") as tmp:
         (tmp / "a.txt").write_text("1")
-        first = publish(tmp, "v1")
-    with staging("x") as tmp:
+        first = commit(tmp, "v1")
+    with store.staging("x") as tmp:
         (tmp / "a.txt").write_text("2")
-        second = publish(tmp, "v2")
-    assert latest("x") == second and (first / "a.txt").read_text() == "1"
-    with staging("x") as tmp:
+        second = commit(tmp, "v2")
+    assert store.latest("x") == second and (first / "a.txt").read_text() == "1"
+    with store.staging("x") as tmp:
         (tmp / "a.txt").write_text("other")
-        again = publish(tmp, "v1")  # an existing version is never overwritten
-    assert (again / "a.txt").read_text() == "1" and latest("x") == first
+        again = commit(tmp, "v1")  # an existing version is never overwritten
+    assert (again / "a.txt").read_text() == "1" and store.latest("x") == first
 
 
-def test_require_latest_names_what_to_materialize():
+def test_require_names_what_to_materialize(artifacts):
     with pytest.raises(MissingUpstream, match="lora_adapter_7b has not been materialized.*needs a GPU"):
-        require_latest("lora_adapter_7b", "it needs a GPU")
+        Store(artifacts).require("lora_adapter_7b", "it needs a GPU")
 
 
 def test_hash_tree_sees_content_and_names(tmp_path):

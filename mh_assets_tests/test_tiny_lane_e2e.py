@@ -11,13 +11,12 @@ import dagster as dg
 import pytest
 
 from mh_assets import defs
-from mh_assets.defs.lanes import STAGES
-from mh_assets.lanes import LANES
+from mh_assets.lane import STAGES, load_lanes
 from mh_assets.swiftlog import parse_logging
 from mh_assets_tests.conftest import REPO, cli_env, fresh_dagster_home
 
 pytestmark = pytest.mark.e2e
-TINY = LANES["tiny"]
+TINY = load_lanes()["tiny"]
 DAGSTER = Path(sys.executable).parent / "dagster"
 
 
@@ -116,14 +115,14 @@ def test_scores_have_numbers(tiny_run):
     result, root = tiny_run.result, tiny_run.root
     scores = json.loads((_latest(root, "benchmark_scores_tiny") / "scores.json").read_text())
     mcq = scores["benchmarks"]["pceb_mcq"]
-    assert mcq["n"] == TINY.eval_limits["pceb_mcq"]
+    assert mcq["n"] == TINY.evaluation.limits["pceb_mcq"]
     assert 0.0 <= mcq["exact_match"] <= mcq["partial_credit"] <= 1.0
     assert (_latest(root, "benchmark_scores_tiny") / "evalscope" / "reports").is_dir()
     mat = result.asset_materializations_for_node("benchmark_scores_tiny")[0]
-    assert mat.metadata["pceb_mcq/n"].value == TINY.eval_limits["pceb_mcq"]
+    assert mat.metadata["pceb_mcq/n"].value == TINY.evaluation.limits["pceb_mcq"]
     psyqa, safety = scores["benchmarks"]["psyqa"], scores["benchmarks"]["safety"]
-    assert psyqa["n"] == TINY.eval_limits["psyqa"] and 0.0 <= psyqa["rougeL"] <= 1.0
-    assert safety["n"] == len(safety["probes"]) == TINY.eval_limits["safety"]
+    assert psyqa["n"] == TINY.evaluation.limits["psyqa"] and 0.0 <= psyqa["rougeL"] <= 1.0
+    assert safety["n"] == len(safety["probes"]) == TINY.evaluation.limits["safety"]
     assert scores["benchmarks"]["ceval"]["skipped"].startswith("no local mirror configured")
     assert "| pceb_mcq | 30 | partial_credit |" in mat.metadata["comparison"].value
 
@@ -200,9 +199,7 @@ def test_service_mode_starts_and_stops_swift_deploy(tiny_run, monkeypatch):
 def test_failing_gate_stops_hub_upload_in_the_same_run(tiny_run, monkeypatch, tmp_path):
     monkeypatch.setenv("MH_ARTIFACTS_DIR", str(tiny_run.root))
     strict = tmp_path / "gates.yaml"
-    strict.write_text(
-        "tiny:\n  minimum:\n    pceb_mcq.partial_credit: 0.9\n  no_regression: {}\n"
-    )
+    strict.write_text("tiny:\n  minimum:\n    pceb_mcq.partial_credit: 0.9\n  no_regression: {}\n")
     monkeypatch.setenv("MH_GATES_FILE", str(strict))
     registry = tiny_run.root / "registry" / TINY.hub_repo_id
     before = sorted(p.name for p in registry.iterdir())
@@ -216,15 +213,26 @@ def test_failing_gate_stops_hub_upload_in_the_same_run(tiny_run, monkeypatch, tm
     assert sorted(p.name for p in registry.iterdir()) == before
 
 
-def test_reevaluation_schedule_asks_only_for_lanes_with_a_merged_model(tiny_run, monkeypatch):
-    from mh_assets.defs.evaluation import reevaluate_schedule
+def test_scheduled_reevaluation_asks_only_for_lanes_with_a_merged_model(tiny_run):
+    """After the lane run, the next tick of the tiny lane's cron asks for its scores again, and for no lane that
+    has no merged model."""
+    import datetime
 
-    monkeypatch.setenv("MH_ARTIFACTS_DIR", str(tiny_run.root))
-    request = reevaluate_schedule(dg.build_schedule_context(instance=tiny_run.instance))
-    assert isinstance(request, dg.RunRequest)
-    assert request.asset_selection == [dg.AssetKey("benchmark_scores_tiny")]
-    monkeypatch.setenv("MH_ARTIFACTS_DIR", str(tiny_run.root / "empty"))
-    assert isinstance(reevaluate_schedule(dg.build_schedule_context(instance=tiny_run.instance)), dg.SkipReason)
+    assert TINY.evaluation.reevaluate_cron == "0 3 * * 1"
+    before = datetime.datetime(2026, 12, 7, 2, 59, tzinfo=datetime.UTC)  # a Monday, just before 03:00
+
+    def requested(cursor, at):
+        result = dg.evaluate_automation_conditions(
+            defs=defs, instance=tiny_run.instance, cursor=cursor, evaluation_time=at
+        )
+        return {r.key.to_user_string() for r in result.results if r.true_subset.size}, result.cursor
+
+    _, cursor = requested(None, before)
+    wanted, cursor = requested(cursor, before + datetime.timedelta(seconds=30))
+    assert "benchmark_scores_tiny" not in wanted
+    wanted, _ = requested(cursor, before + datetime.timedelta(minutes=2))
+    assert "benchmark_scores_tiny" in wanted
+    assert not wanted & {"benchmark_scores_7b", "benchmark_scores_32b"}
 
 
 def test_changed_suite_marks_every_evaluated_lane_for_reevaluation(tiny_run, monkeypatch, tmp_path):
@@ -254,7 +262,7 @@ def test_changed_suite_marks_every_evaluated_lane_for_reevaluation(tiny_run, mon
 
 
 def _with_hub(**hub) -> dg.Definitions:
-    from mh_assets.defs.publishing import HubResource
+    from mh_assets.defs.resources import HubResource
 
     resources = {**defs.resources, "hub": HubResource(**hub)}
     return dg.Definitions(assets=defs.assets, asset_checks=defs.asset_checks, resources=resources)

@@ -1,4 +1,4 @@
-"""Small helpers every asset module shares: running a runner, reading upstream artifacts."""
+"""Small helpers every stage module shares: running a runner, reading its results, digests of settings."""
 
 import hashlib
 import json
@@ -8,28 +8,36 @@ from typing import Any
 
 import dagster as dg
 
-from mh_assets.store import MissingUpstream, require_latest
+from mh_assets.lane import Lane
 
 
 def runner(name: str) -> list[str]:
     return [sys.executable, "-m", f"mh_assets.runners.{name}"]
 
 
-def child_metadata(invocation: Any) -> dict[str, Any]:
+def child_metadata(invocation: dg.PipesClientCompletedInvocation) -> dict[str, Any]:
     results = invocation.get_results()
     return dict(results[-1].metadata or {}) if results else {}
 
 
-def upstream(key: str, hint: str = "") -> Path:
-    try:
-        return require_latest(key, hint)
-    except MissingUpstream as exc:
-        raise dg.Failure(description=str(exc)) from exc
-
-
-def fingerprint(obj: Any) -> str:
+def settings_digest(obj: Any) -> str:
+    """A short, stable digest of JSON-able settings (a recipe, a machine's facts)."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 def read_json(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+def lane_asset_args(lane: Lane) -> dict[str, Any]:
+    """What every asset of a lane shares: its group and its tag."""
+    return {"group_name": lane.group, "tags": {"lane": lane.name}}
+
+
+def gpu_pool(lane: Lane) -> str | None:
+    """GPU lanes share the ``gpu`` concurrency pool (its limit in dagster.yaml), so they never share a card."""
+    return "gpu" if lane.gpu.required else None
+
+
+def gpu_hint(lane: Lane) -> str:
+    return f"it needs {lane.gpu.count} GPU(s) with {lane.gpu.min_memory_gib} GiB" if lane.gpu.required else ""

@@ -1,4 +1,5 @@
-"""The dataset every lane trains on: its observed source, the validated snapshot, and the snapshot's checks."""
+"""What training starts from: the observed dataset source, the validated snapshot every lane trains on with its
+checks, and each lane's base model."""
 
 from pathlib import Path
 from typing import Any
@@ -6,22 +7,26 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
-from mh_assets.defs.common import read_json
-from mh_assets.lanes import LANES
+from mh_assets.defs.common import child_metadata, lane_asset_args, read_json, runner
+from mh_assets.defs.resources import ArtifactStore, DatasetSourceResource, HubResource, ProcessGroupPipesClient
+from mh_assets.lane import Lane, load_lanes
 from mh_assets.lengths import histogram_markdown
+from mh_assets.models import check_model_folder, hub_endpoint, model_dir, reachable, write_pointer
 from mh_assets.snapshot import build_snapshot, plan_lengths
-from mh_assets.sources import SourceError, fingerprint, parse_source, resolve
-from mh_assets.store import hash_tree, latest, publish, staging
+from mh_assets.sources import SourceError, content_hash, parse_source, resolve
+from mh_assets.store import commit, hash_tree
 
 SNAPSHOT = "dataset_snapshot"
 SOURCE = "dataset_source"
 LONG_SHARE_WARN = 0.05
+OBSERVE_CRON = "*/15 * * * *"
 
 
-class DatasetSourceResource(dg.ConfigurableResource):
-    """The dataset a team trains on: a path, ``modelscope:ID[@REV]`` or ``hf:ID[@REV]``; empty: the shipped sample."""
-
-    source: str = ""
+def observed_every(cron: str) -> dg.AutomationCondition:
+    """Observe a source at every tick of ``cron``, unless an observation is already running."""
+    return (dg.AutomationCondition.cron_tick_passed(cron) & ~dg.AutomationCondition.in_progress()).with_label(
+        f"observe at {cron}"
+    )
 
 
 class SnapshotConfig(dg.Config):
@@ -38,13 +43,18 @@ def _resolve(text: str) -> tuple[Path, str | None, str, list[str]]:
     return path, revision, source.label, notes
 
 
-@dg.observable_source_asset(name=SOURCE, group_name="data", description="The dataset source, observed by content.")
+@dg.observable_source_asset(
+    name=SOURCE,
+    group_name="data",
+    description="The dataset source, observed by content; a new content hash makes the snapshot materialize.",
+    automation_condition=observed_every(OBSERVE_CRON),
+)
 def dataset_source(context: dg.AssetExecutionContext, dataset: DatasetSourceResource) -> dg.ObserveResult:
     path, revision, label, notes = _resolve(dataset.source)
     for note in notes:
         context.log.warning(note)
     try:
-        version = fingerprint(path)
+        version = content_hash(path)
     except OSError as exc:
         raise dg.Failure(description=str(exc)) from exc
     return dg.ObserveResult(
@@ -60,19 +70,19 @@ def dataset_source(context: dg.AssetExecutionContext, dataset: DatasetSourceReso
     automation_condition=dg.AutomationCondition.eager(),
 )
 def dataset_snapshot(
-    context: dg.AssetExecutionContext, config: SnapshotConfig, dataset: DatasetSourceResource
+    context: dg.AssetExecutionContext, config: SnapshotConfig, dataset: DatasetSourceResource, artifacts: ArtifactStore
 ) -> dg.MaterializeResult:
     """Conversations validated by the stated rules into an immutable folder named by content hash; refused rows
     are kept aside in quarantine.jsonl with their reasons."""
     path, revision, label, notes = _resolve(config.source or dataset.source)
     for note in notes:
         context.log.warning(note)
-    with staging(SNAPSHOT) as tmp:
+    with artifacts.staging(SNAPSHOT) as tmp:
         try:
             manifest = build_snapshot(
                 path,
                 tmp,
-                plan_lengths(LANES.values()),
+                plan_lengths(load_lanes().values(), artifacts.store),
                 label=label,
                 revision=revision,
                 limits={"max_quarantine_share": config.max_quarantine_share},
@@ -81,7 +91,7 @@ def dataset_snapshot(
             raise dg.Failure(description=str(exc)) from exc
         # Named by everything in it (the same rows can be kept from sources that refuse different ones); the data
         # version is train.jsonl's hash alone, so downstream stays fresh when what trains is unchanged.
-        final = publish(tmp, hash_tree(tmp)[:16])
+        final = commit(tmp, hash_tree(tmp)[:16])
     context.log.info(f"snapshot {final}: kept {manifest['rows_kept']} of {manifest['rows_in']} records")
     return dg.MaterializeResult(
         data_version=dg.DataVersion(manifest["sha256"]), metadata=snapshot_metadata(final, manifest)
@@ -112,16 +122,13 @@ def snapshot_metadata(folder: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     return metadata
 
 
-def _manifest() -> dict[str, Any]:
-    folder = latest(SNAPSHOT)
-    if folder is None:
-        raise dg.Failure(description=f"{SNAPSHOT} has not been materialized")
-    return read_json(folder / "manifest.json")
+def _manifest(artifacts: ArtifactStore) -> dict[str, Any]:
+    return read_json(artifacts.upstream(SNAPSHOT) / "manifest.json")
 
 
 @dg.asset_check(asset=SNAPSHOT, blocking=True, description="The snapshot holds at least one conversation.")
-def snapshot_not_empty() -> dg.AssetCheckResult:
-    manifest = _manifest()
+def snapshot_not_empty(artifacts: ArtifactStore) -> dg.AssetCheckResult:
+    manifest = _manifest(artifacts)
     kept = manifest["rows_kept"]
     return dg.AssetCheckResult(
         passed=kept > 0,
@@ -135,8 +142,8 @@ def snapshot_not_empty() -> dg.AssetCheckResult:
 @dg.asset_check(
     asset=SNAPSHOT, blocking=True, description="The share of refused rows stays under the configured limit."
 )
-def quarantine_share_ok() -> dg.AssetCheckResult:
-    manifest = _manifest()
+def quarantine_share_ok(artifacts: ArtifactStore) -> dg.AssetCheckResult:
+    manifest = _manifest(artifacts)
     share, limit = manifest["quarantine_share"], manifest.get("limits", {}).get("max_quarantine_share", 0.05)
     top = ", ".join(f"{reason} {n}" for reason, n in list(manifest["quarantine_reasons"].items())[:3])
     return dg.AssetCheckResult(
@@ -148,8 +155,8 @@ def quarantine_share_ok() -> dg.AssetCheckResult:
 
 
 @dg.asset_check(asset=SNAPSHOT, description="No phone numbers, ID card numbers or e-mail addresses in kept rows.")
-def no_personal_data() -> dg.AssetCheckResult:
-    found = _manifest()["pii"]
+def no_personal_data(artifacts: ArtifactStore) -> dg.AssetCheckResult:
+    found = _manifest(artifacts)["pii"]
     where = "; ".join(f"{kind} x{v['count']} at {', '.join(v['lines'][:10])}" for kind, v in found.items())
     return dg.AssetCheckResult(
         passed=not found,
@@ -162,8 +169,8 @@ def no_personal_data() -> dg.AssetCheckResult:
 @dg.asset_check(
     asset=SNAPSHOT, description=f"At most {LONG_SHARE_WARN:.0%} of conversations exceed a lane's max_length."
 )
-def conversations_fit_max_length() -> dg.AssetCheckResult:
-    stats = _manifest()["token_lengths"]
+def conversations_fit_max_length(artifacts: ArtifactStore) -> dg.AssetCheckResult:
+    stats = _manifest(artifacts)["token_lengths"]
     long = {lane: s for lane, s in stats.items() if s["share_over_max_length"] > LONG_SHARE_WARN}
     return dg.AssetCheckResult(
         passed=not long,
@@ -178,13 +185,78 @@ def conversations_fit_max_length() -> dg.AssetCheckResult:
     )
 
 
-DATA_CHECKS = [snapshot_not_empty, quarantine_share_ok, no_personal_data, conversations_fit_max_length]
-observe_sources = dg.define_asset_job("observe_sources", selection=[SOURCE, "eval_suite"])
-observe_sources_schedule = dg.ScheduleDefinition(
-    name="observe_sources_schedule",
-    job=observe_sources,
-    cron_schedule="*/15 * * * *",
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Look at the dataset source and the evaluation suite; a changed content hash makes what depends on "
-    "it materialize (eager automation: a new snapshot, or every lane's scores evaluated again).",
+observe_sources = dg.define_asset_job(
+    "observe_sources",
+    selection=dg.AssetSelection.assets(SOURCE, "eval_suite"),
+    description="Look at the dataset source and the evaluation suite now (automation does it every 15 minutes).",
 )
+
+
+class BaseModelConfig(dg.Config):
+    local_dir: str = Field(default="", description="Use this model folder instead of downloading.")
+    hub: str = Field(default="modelscope", description="modelscope or huggingface")
+
+
+def base_model_asset(lane: Lane) -> dg.AssetsDefinition:
+    """The lane's base model: built locally for tiny, a pinned hub revision (or a local folder) otherwise."""
+    name = lane.key("base_model")
+
+    @dg.asset(
+        name=name,
+        code_version=f"{lane.base_model}@{lane.revision}",
+        kinds={"pytorch"},
+        description=base_model_asset.__doc__,
+        **lane_asset_args(lane),
+    )
+    def _asset(
+        context: dg.AssetExecutionContext,
+        config: BaseModelConfig,
+        pipes: ProcessGroupPipesClient,
+        hub: HubResource,
+        artifacts: ArtifactStore,
+    ) -> dg.MaterializeResult:
+        inv = None
+        with artifacts.staging(name) as tmp:
+            if lane.is_builtin:
+                inv = pipes.run(
+                    context=context,
+                    command=runner("build_tiny_model"),
+                    extras={"output_dir": str(tmp)},
+                    env=artifacts.child_env(""),
+                )
+                version, source = hash_tree(tmp), lane.base_model
+            elif config.local_dir:
+                local = Path(config.local_dir).expanduser().resolve()
+                try:
+                    check_model_folder(local)
+                except FileNotFoundError as exc:
+                    raise dg.Failure(description=f"{name}: {exc}") from exc
+                write_pointer(tmp, local, model_id=lane.base_model, revision=lane.revision)
+                version, source = hash_tree(local, exclude=(".",)), str(local)
+            else:
+                endpoint = hub_endpoint(config.hub)
+                if not reachable(endpoint):
+                    raise dg.Failure(
+                        description=f"Cannot download {lane.base_model}@{lane.revision}: {endpoint} is not reachable "
+                        f"from this machine. Set the {name} config local_dir to a folder holding the model, or run "
+                        "where the hub can be reached."
+                    )
+                inv = pipes.run(
+                    context=context,
+                    command=runner("download_model"),
+                    extras={"model_id": lane.base_model, "revision": lane.revision, "hub": config.hub,
+                            "output_dir": str(tmp)},
+                    env={**artifacts.child_env(""), **hub.download_env()},
+                )  # fmt: skip
+                version, source = hash_tree(tmp, exclude=(".",)), f"{config.hub}:{lane.base_model}@{lane.revision}"
+            final = commit(tmp, version[:16])
+        return dg.MaterializeResult(
+            data_version=dg.DataVersion(version),
+            metadata={
+                **(child_metadata(inv) if inv else {}),
+                "path": dg.MetadataValue.path(str(model_dir(final))),
+                "source": source,
+            },
+        )
+
+    return _asset

@@ -1,4 +1,5 @@
-"""Publishing: the hub upload with its model card, and the experiment report."""
+"""Publishing: a person's safety review, the hub upload with its model card (refused unless the gates pass and,
+where the lane asks, the review approved these scores), and the experiment report."""
 
 import json
 import os
@@ -8,27 +9,30 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
-from mh_assets.benchmarks import load_gates, review_verdict
-from mh_assets.defs.common import read_json, upstream
+from mh_assets.benchmarks import gates_for, review_verdict, scores_version
+from mh_assets.defs.common import lane_asset_args, read_json
 from mh_assets.defs.data import SNAPSHOT
-from mh_assets.defs.evaluation import gate_results, lane_scores, latest_review
-from mh_assets.defs.resources import HubResource
-from mh_assets.lanes import Lane
+from mh_assets.defs.evaluation import gate_results, latest_review, read_base_scores, read_scores
+from mh_assets.defs.resources import ArtifactStore, HubResource
+from mh_assets.hub import PROVENANCE, TARGETS, UploadError, upload_huggingface, upload_local, upload_modelscope
+from mh_assets.lane import Lane
 from mh_assets.modelcard import model_card
-from mh_assets.publish import (
-    PROVENANCE,
-    TARGETS,
-    PublishError,
-    publish_huggingface,
-    publish_local,
-    publish_modelscope,
-)
 from mh_assets.recipes import MergeRun
 from mh_assets.report import ReportInputs, experiment_report, loss_svg, to_html
-from mh_assets.store import publish, staging
+from mh_assets.review import decision_record, packet_entries, packet_html, packet_jsonl
+from mh_assets.store import commit
 from mh_assets.swiftlog import parse_logging
 
 REGISTRY = "registry"
+
+
+class ReviewConfig(dg.Config):
+    scores_version: str = Field(
+        default="", description="The scores version printed on the packet you reviewed (required with a decision)."
+    )
+    reviewer: str = Field(default="", description="Who reviewed the packet (required with a decision).")
+    decision: str = Field(default="", description="approve | reject; empty only builds the packet.")
+    notes: str = Field(default="", description="What the reviewer saw, and why.")
 
 
 class HubUploadConfig(dg.Config):
@@ -37,31 +41,75 @@ class HubUploadConfig(dg.Config):
     private: bool = Field(default=True, description="Create the hub repository as private.")
 
 
+def safety_review_asset(lane: Lane) -> dg.AssetsDefinition:
+    """A person's review of the safety replies: the packet (critical and failed replies, a sample of passes) and
+    the reviewer's decision, bound to the version of the scores it covers."""
+    name = lane.key("safety_review")
+
+    @dg.asset(
+        name=name,
+        deps=[lane.key("benchmark_scores")],
+        kinds={"html"},
+        description=safety_review_asset.__doc__,
+        **lane_asset_args(lane),
+    )
+    def _asset(
+        context: dg.AssetExecutionContext, config: ReviewConfig, artifacts: ArtifactStore
+    ) -> dg.MaterializeResult:
+        scores = read_scores(lane, artifacts)
+        version, safety = scores_version(scores), scores["benchmarks"].get("safety") or {}
+        previous = latest_review(lane, artifacts)
+        if config.decision and config.scores_version != version:
+            raise dg.Failure(
+                description=f"{name}: the decision names scores {config.scores_version or '(none)'}, but the "
+                f"current scores are {version}: read the packet of these scores and give their version as "
+                "scores_version"
+            )
+        try:
+            if not config.decision and previous and previous.get("scores_version") == version:
+                record = previous  # re-running the lane keeps a decision already taken on these very scores
+            else:
+                record = decision_record(lane.name, version, safety, config.reviewer, config.decision, config.notes)
+        except ValueError as exc:
+            raise dg.Failure(description=f"{name}: {exc}") from exc
+        entries = packet_entries(safety, version)
+        with artifacts.staging(name) as tmp:
+            (tmp / "decision.json").write_text(json.dumps(record, ensure_ascii=False, indent=2), encoding="utf-8")
+            (tmp / "packet.jsonl").write_text(packet_jsonl(entries), encoding="utf-8")
+            (tmp / "packet.html").write_text(packet_html(lane.name, version, safety, entries), encoding="utf-8")
+            final = commit(tmp, f"{version}-{record['decision']}-{context.run.run_id[:8]}")
+        context.log.info(f"safety review of scores {version}: {record['decision']} ({len(entries)} replies in packet)")
+        return dg.MaterializeResult(
+            data_version=dg.DataVersion(f"{version}:{record['decision']}:{record['reviewer']}"),
+            metadata={
+                "scores_version": version,
+                "decision": record["decision"],
+                "reviewer": record["reviewer"],
+                "notes": record["notes"],
+                "packet": dg.MetadataValue.path(str(final / "packet.html")),
+                "packet_replies": len(entries),
+                "critical": safety.get("critical", 0),
+            },
+        )
+
+    return _asset
+
+
+def _gates(lane: Lane, artifacts: ArtifactStore) -> tuple[bool, list[str]]:
+    """Whether every gate passes now, and every gate's lines."""
+    results = gate_results(lane, artifacts)
+    return all(passed for passed, _ in results.values()), [line for _, found in results.values() for line in found]
+
+
 def auto_publish(lane: Lane) -> bool:
     """Users opt in per lane with MH_AUTO_PUBLISH=tiny,7b (or all); nothing is published automatically otherwise."""
     chosen = {s.strip() for s in os.environ.get("MH_AUTO_PUBLISH", "").split(",") if s.strip()}
-    return lane.size in chosen or "all" in chosen
+    return lane.name in chosen or "all" in chosen
 
 
-def build_publishing(
-    lane: Lane,
-    lora_adapter: dg.AssetsDefinition,
-    merged_model: dg.AssetsDefinition,
-    benchmark_scores: dg.AssetsDefinition,
-    safety_review: dg.AssetsDefinition,
-    common: dict[str, Any],
-) -> list[dg.AssetsDefinition]:
-    key = lane.key
-
-    def gates() -> tuple[bool, list[str], dict[str, Any], dict[str, Any] | None]:
-        scores, base = lane_scores(lane)
-        results = gate_results(lane, scores, base)
-        lines = [line for _, found in results.values() for line in found]
-        return all(passed for passed, _ in results.values()), lines, scores, base
-
-    def training() -> dict[str, Any]:
-        return read_json(upstream(key("lora_adapter")) / "summary.json")
-
+def hub_upload_asset(lane: Lane) -> dg.AssetsDefinition:
+    """The merged model with its model card, on the configured target; refused unless the gates pass."""
+    name = lane.key("hub_upload")
     condition = (
         dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed()
         if auto_publish(lane)
@@ -69,42 +117,44 @@ def build_publishing(
     )
 
     @dg.asset(
-        name=key("hub_upload"),
-        deps=[merged_model, benchmark_scores, safety_review],
+        name=name,
+        deps=[lane.key("merged_model"), lane.key("benchmark_scores"), lane.key("safety_review")],
         kinds={"huggingface", "modelscope"},
         automation_condition=condition,
-        **common,
+        description=hub_upload_asset.__doc__,
+        **lane_asset_args(lane),
     )
-    def hub_upload(
-        context: dg.AssetExecutionContext, config: HubUploadConfig, hub: HubResource
+    def _asset(
+        context: dg.AssetExecutionContext, config: HubUploadConfig, hub: HubResource, artifacts: ArtifactStore
     ) -> dg.MaterializeResult:
-        """The merged model with its model card, on the configured target; refused unless the gates pass."""
         if config.target not in TARGETS:
             raise dg.Failure(description=f"target {config.target!r} is not one of {TARGETS}")
-        merged = upstream(key("merged_model"))
-        passed, lines, scores, base = gates()
+        merged = artifacts.upstream(lane.key("merged_model"))
+        passed, lines = _gates(lane, artifacts)
         if not passed:
             raise dg.Failure(description="Not published: the publication gates failed: " + "; ".join(lines))
-        if load_gates(lane.size)["safety"]["review_before_publish"]:
-            approved, why = review_verdict(latest_review(lane), scores)
+        scores = read_scores(lane, artifacts)
+        if gates_for(lane.name, lane.gates)["safety"]["review_before_publish"]:
+            approved, why = review_verdict(latest_review(lane, artifacts), scores)
             if not approved:
                 raise dg.Failure(
-                    description=f"Not published: lane {lane.size} needs a person's approval of the current scores "
-                    f"and {why}. Read the packet of {key('safety_review')} and materialize it with the scores_version "
-                    "printed on the packet, reviewer, decision (approve or reject) and notes."
+                    description=f"Not published: lane {lane.name} needs a person's approval of the current scores "
+                    f"and {why}. Read the packet of {lane.key('safety_review')} and materialize it with the "
+                    "scores_version printed on the packet, reviewer, decision (approve or reject) and notes."
                 )
         version, repo_id = merged.name, config.repo_id or lane.hub_repo_id
-        snapshot = read_json(upstream(SNAPSHOT) / "manifest.json")
-        card = model_card(lane, version, scores, base, training(), snapshot)
+        snapshot = read_json(artifacts.upstream(SNAPSHOT) / "manifest.json")
+        training = read_json(artifacts.upstream(lane.key("lora_adapter")) / "summary.json")
+        card = model_card(lane, version, scores, read_base_scores(lane, artifacts), training, snapshot)
         provenance = {
             "version": version,
-            "lane": lane.size,
+            "lane": lane.name,
             "base_model": lane.base_model,
             "base_revision": lane.revision,
             "dataset_sha256": snapshot["sha256"],
             "suite_sha256": scores.get("suite_sha256"),
         }
-        with staging(key("hub_upload")) as upload, staging(key("hub_upload")) as record:
+        with artifacts.staging(name) as upload, artifacts.staging(name) as record:
             # hard links: the upload folder costs no copy of the weights
             shutil.copytree(merged, upload, dirs_exist_ok=True, copy_function=os.link,
                             ignore=shutil.ignore_patterns("args.json"))  # fmt: skip
@@ -112,22 +162,20 @@ def build_publishing(
             (upload / PROVENANCE).write_text(json.dumps(provenance, indent=2), encoding="utf-8")
             try:
                 if config.target == "local":
-                    result = publish_local(upload, repo_id, version, REGISTRY)
+                    result = upload_local(artifacts.store, upload, repo_id, version, REGISTRY)
                 elif config.target == "huggingface":
-                    result = publish_huggingface(
-                        upload, repo_id, version, hub.hf_token, hub.hf_endpoint, config.private
-                    )
+                    result = upload_huggingface(upload, repo_id, version, hub.hf_token, hub.hf_endpoint, config.private)
                 else:
-                    result = publish_modelscope(
+                    result = upload_modelscope(
                         upload, repo_id, version, hub.modelscope_token, hub.modelscope_endpoint, config.private
                     )
-            except PublishError as exc:
+            except UploadError as exc:
                 raise dg.Failure(description=f"upload to {config.target} failed, nothing recorded: {exc}") from exc
             context.log.info(result.message)
-            for name in ("README.md", PROVENANCE):
-                shutil.copy(upload / name, record / name)
+            for file in ("README.md", PROVENANCE):
+                shutil.copy(upload / file, record / file)
             (record / "published.json").write_text(json.dumps(result.to_json(), indent=2), encoding="utf-8")
-            final = publish(record, f"{version}-{config.target}-{result.revision[:12]}")
+            final = commit(record, f"{version}-{config.target}-{result.revision[:12]}")
         return dg.MaterializeResult(
             data_version=dg.DataVersion(f"{config.target}:{repo_id}:{version}"),
             metadata={
@@ -144,36 +192,43 @@ def build_publishing(
             },
         )
 
+    return _asset
+
+
+def experiment_report_asset(lane: Lane) -> dg.AssetsDefinition:
+    """The runbook's experiment report, generated from the lane's artifacts (Markdown, HTML, loss curve)."""
+    name = lane.key("experiment_report")
+
     @dg.asset(
-        name=key("experiment_report"),
-        deps=[SNAPSHOT, lora_adapter, merged_model, benchmark_scores],
+        name=name,
+        deps=[SNAPSHOT, lane.key("lora_adapter"), lane.key("merged_model"), lane.key("benchmark_scores")],
         kinds={"markdown"},
-        **common,
+        description=experiment_report_asset.__doc__,
+        **lane_asset_args(lane),
     )
-    def experiment_report_asset(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-        """The runbook's experiment report, generated from the lane's artifacts (Markdown, HTML, loss curve)."""
-        adapter, merged = upstream(key("lora_adapter")), upstream(key("merged_model"))
-        passed, lines, scores, base = gates()
-        summary = training()
+    def _asset(context: dg.AssetExecutionContext, artifacts: ArtifactStore) -> dg.MaterializeResult:
+        adapter, merged = artifacts.upstream(lane.key("lora_adapter")), artifacts.upstream(lane.key("merged_model"))
+        passed, lines = _gates(lane, artifacts)
+        summary: dict[str, Any] = read_json(adapter / "summary.json")
         inputs = ReportInputs(
             lane=lane,
-            snapshot=read_json(upstream(SNAPSHOT) / "manifest.json"),
+            snapshot=read_json(artifacts.upstream(SNAPSHOT) / "manifest.json"),
             training=summary,
             losses=parse_logging(adapter / "logging.jsonl").losses,
-            facts=read_json(upstream(key("training_env")) / "facts.json"),
-            scores=scores,
-            base=base,
+            facts=read_json(artifacts.upstream(lane.key("training_env")) / "facts.json"),
+            scores=read_scores(lane, artifacts),
+            base=read_base_scores(lane, artifacts),
             gate_lines=lines,
             gates_passed=passed,
             merge_command=MergeRun(adapters=str(adapter / summary["checkpoint"]), output_dir=str(merged)).to_cli(),
             merged_path=str(merged),
         )
         text = experiment_report(inputs)
-        with staging(key("experiment_report")) as tmp:
+        with artifacts.staging(name) as tmp:
             (tmp / "report.md").write_text(text, encoding="utf-8")
-            (tmp / "report.html").write_text(to_html(text, lane.swanlab_exp_name), encoding="utf-8")
+            (tmp / "report.html").write_text(to_html(text, lane.swanlab.exp_name), encoding="utf-8")
             (tmp / "loss.svg").write_text(loss_svg(inputs.losses), encoding="utf-8")
-            final = publish(tmp, context.run.run_id[:8])
+            final = commit(tmp, context.run.run_id[:8])
         return dg.MaterializeResult(
             metadata={
                 "path": dg.MetadataValue.path(str(final / "report.md")),
@@ -183,4 +238,4 @@ def build_publishing(
             }
         )
 
-    return [hub_upload, experiment_report_asset]
+    return _asset

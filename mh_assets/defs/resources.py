@@ -1,16 +1,21 @@
-"""Resources: the Pipes client that runs every heavy step, GPU placement and SwanLab reporting."""
+"""Resources: the artifact store, the Pipes client that runs every heavy step, GPU placement, SwanLab, the hubs,
+the dataset source and what evaluation calls on; ``resources()`` binds them to their environment variables."""
 
 import threading
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from subprocess import PIPE
-from typing import IO
+from typing import IO, Any
 
 import dagster as dg
+from pydantic import Field
 
-from mh_assets.lanes import Lane
-from mh_assets.procs import inherited_env, start_group, stop_group
+from mh_assets.lane import Lane
+from mh_assets.procs import child_env, inherited_env, start_group, stop_group
 from mh_assets.runners import ERROR_KEY
-from mh_assets.store import artifacts_dir
+from mh_assets.store import MissingUpstream, Store, default_root
 
 SWANLAB_MODES = ("cloud", "local", "offline", "disabled")
 OUTPUT_TAIL_LINES = 40
@@ -73,6 +78,35 @@ class ProcessGroupPipesClient(dg.PipesSubprocessClient):
         return dg.PipesClientCompletedInvocation(session)
 
 
+class ArtifactStore(dg.ConfigurableResource):
+    """Where every asset's versions live (``<root>/<asset>/<version>``, ``latest`` pointing at the newest)."""
+
+    root: str = Field(default="", description="A folder; empty: $MH_ARTIFACTS_DIR, else ./artifacts.")
+
+    @property
+    def store(self) -> Store:
+        return Store(Path(self.root).resolve() if self.root else default_root())
+
+    def latest(self, name: str) -> Path | None:
+        return self.store.latest(name)
+
+    def upstream(self, name: str, hint: str = "") -> Path:
+        """The newest version of an asset this step reads; a step failure naming what to materialize if none."""
+        try:
+            return self.store.require(name, hint)
+        except MissingUpstream as exc:
+            raise dg.Failure(description=str(exc)) from exc
+
+    @contextmanager
+    def staging(self, name: str) -> Iterator[Path]:
+        with self.store.staging(name) as tmp:
+            yield tmp
+
+    def child_env(self, cuda_visible_devices: str) -> dict[str, str]:
+        """A child's environment: caches under this store, the given GPUs only."""
+        return child_env(cuda_visible_devices, self.store.root)
+
+
 class GpuResource(dg.ConfigurableResource):
     """Which GPUs a lane's steps see (``CUDA_VISIBLE_DEVICES``). CPU lanes always see none."""
 
@@ -92,7 +126,7 @@ class SwanLabResource(dg.ConfigurableResource):
     log_dir: str | None = None
 
     def mode_for(self, lane: Lane) -> str:
-        mode = self.mode or lane.swanlab_mode
+        mode = self.mode or lane.swanlab.mode
         if mode not in SWANLAB_MODES:
             raise dg.Failure(f"SwanLab mode {mode!r} is not one of {SWANLAB_MODES}")
         if mode == "cloud" and not self.api_key:
@@ -102,16 +136,16 @@ class SwanLabResource(dg.ConfigurableResource):
             )
         return mode
 
-    def run_config(self, lane: Lane, config: dict) -> dict | None:
+    def run_config(self, lane: Lane, config: dict, artifacts: Path) -> dict | None:
         """What the training child needs to start the run (no secret: the key travels in ``env()``)."""
         mode = self.mode_for(lane)
         if mode == "disabled":
             return None
         return {
             "mode": mode,
-            "project": lane.swanlab_project,
-            "exp_name": lane.swanlab_exp_name,
-            "log_dir": self.log_dir or str(artifacts_dir() / "swanlog"),
+            "project": lane.swanlab.project,
+            "exp_name": lane.swanlab.exp_name,
+            "log_dir": self.log_dir or str(artifacts / "swanlog"),
             "config": config,
         }
 
@@ -131,3 +165,99 @@ class HubResource(dg.ConfigurableResource):
         """What a child that downloads from the hubs needs, and nothing else."""
         pairs = (("MODELSCOPE_API_TOKEN", self.modelscope_token), ("HF_TOKEN", self.hf_token))
         return {name: value for name, value in pairs if value}
+
+
+class DatasetSourceResource(dg.ConfigurableResource):
+    """The dataset a team trains on: a path, ``modelscope:ID[@REV]`` or ``hf:ID[@REV]``; empty: the shipped sample."""
+
+    source: str = ""
+
+
+class EvalResource(dg.ConfigurableResource):
+    """What evaluation may call on besides the model: the counselling judge, the safety judge(s), and local mirrors
+    of C-Eval / CMMLU / SafetyBench."""
+
+    judge_url: str = ""
+    judge_model: str = ""
+    judge_api_key: str | None = None
+    safety_judge_url: str = ""
+    safety_judge_models: str = Field(default="", description="Comma-separated: two models make two judges.")
+    safety_judge_samples: int = Field(default=2, description="Samples per judge and probe (at least 2 with one judge).")
+    safety_judge_api_key: str | None = None
+    endpoint_api_key: str | None = None
+    ceval_path: str = ""
+    cmmlu_path: str = ""
+    safetybench_path: str = ""
+
+    def secrets_env(self) -> dict[str, str]:
+        pairs = (
+            ("MH_JUDGE_API_KEY", self.judge_api_key),
+            ("MH_SAFETY_JUDGE_API_KEY", self.safety_judge_api_key),
+            ("MH_EVAL_API_KEY", self.endpoint_api_key),
+        )
+        return {name: value for name, value in pairs if value}
+
+    def judge(self) -> dict[str, str] | None:
+        return {"api_url": self.judge_url, "model": self.judge_model} if self.judge_url and self.judge_model else None
+
+    def safety_judge(self) -> dict[str, Any] | None:
+        """The safety judges, or None when neither a safety judge nor the counselling judge is configured."""
+        url = self.safety_judge_url or self.judge_url
+        models = [m.strip() for m in (self.safety_judge_models or self.judge_model).split(",") if m.strip()]
+        if not url or not models:
+            return None
+        samples = max(self.safety_judge_samples, 2 if len(models) == 1 else 1)
+        return {"judges": [{"api_url": url, "model": m} for m in models], "samples": samples}
+
+    def mirrors(self) -> dict[str, str]:
+        pairs = (("ceval", self.ceval_path), ("cmmlu", self.cmmlu_path), ("safety_bench", self.safetybench_path))
+        return {k: v for k, v in pairs if v}
+
+
+def from_env(**variables: Any) -> dict[str, Any]:
+    """Resource fields bound to environment variables (a name, or ``dg.EnvVar.int(name)``), resolved when a run
+    starts; a variable that is not set leaves its field's default, so a machine without a hub token or a judge
+    still loads and runs."""
+    out: dict[str, Any] = {}
+    for field, var in variables.items():
+        env = dg.EnvVar(var) if isinstance(var, str) else var
+        if dg.EnvVar(env.env_var_name).get_value() is not None:
+            out[field] = env
+    return out
+
+
+@dg.definitions
+def resources() -> dg.Definitions:
+    """Every resource, its settings and secrets read from the environment (or the project's .env) at run time."""
+    return dg.Definitions(
+        resources={
+            "artifacts": ArtifactStore(**from_env(root="MH_ARTIFACTS_DIR")),
+            "pipes": ProcessGroupPipesClient(),
+            "dataset": DatasetSourceResource(**from_env(source="MH_DATASET_SOURCE")),
+            "gpu": GpuResource(**from_env(visible_devices="MH_GPU_DEVICES")),
+            "evaluation": EvalResource(
+                **from_env(
+                    judge_url="MH_JUDGE_URL",
+                    judge_model="MH_JUDGE_MODEL",
+                    judge_api_key="MH_JUDGE_API_KEY",
+                    safety_judge_url="MH_SAFETY_JUDGE_URL",
+                    safety_judge_models="MH_SAFETY_JUDGE_MODELS",
+                    safety_judge_samples=dg.EnvVar.int("MH_SAFETY_JUDGE_SAMPLES"),
+                    safety_judge_api_key="MH_SAFETY_JUDGE_API_KEY",
+                    endpoint_api_key="MH_EVAL_API_KEY",
+                    ceval_path="MH_CEVAL_PATH",
+                    cmmlu_path="MH_CMMLU_PATH",
+                    safetybench_path="MH_SAFETYBENCH_PATH",
+                )
+            ),
+            "hub": HubResource(
+                **from_env(
+                    modelscope_token="MODELSCOPE_API_TOKEN",
+                    hf_token="HF_TOKEN",
+                    modelscope_endpoint="MODELSCOPE_ENDPOINT",
+                    hf_endpoint="HF_ENDPOINT",
+                )
+            ),
+            "swanlab": SwanLabResource(**from_env(mode="MH_SWANLAB_MODE", api_key="SWANLAB_API_KEY")),
+        }
+    )

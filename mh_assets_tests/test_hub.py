@@ -5,8 +5,9 @@ from pathlib import Path
 
 import pytest
 
+from mh_assets.hub import PROVENANCE, UploadError, commit_title, upload_local, upload_modelscope, with_retries
 from mh_assets.procs import SECRET_ENV, inherited_env
-from mh_assets.publish import PROVENANCE, PublishError, commit_title, publish_local, publish_modelscope, with_retries
+from mh_assets.store import Store
 
 
 class HubHTTPError(Exception):
@@ -34,7 +35,7 @@ def test_client_errors_fail_at_once_with_the_hubs_message_and_no_secret():
     def refused():
         raise HubHTTPError(401, "Invalid token hf_secret123 for this repo")
 
-    with pytest.raises(PublishError, match=r"after 1 attempt\(s\): HubHTTPError: Invalid token \*\*\* for") as err:
+    with pytest.raises(UploadError, match=r"after 1 attempt\(s\): HubHTTPError: Invalid token \*\*\* for") as err:
         with_retries(refused, secret="hf_secret123", sleep=sleeps.append)
     assert "hf_secret123" not in str(err.value) and sleeps == []
 
@@ -45,7 +46,7 @@ def test_retries_give_up_after_the_last_attempt():
     def unreachable():
         raise ConnectionError("connection reset")
 
-    with pytest.raises(PublishError, match="after 4 attempt"):
+    with pytest.raises(UploadError, match="after 4 attempt"):
         with_retries(unreachable, secret=None, sleep=sleeps.append)
     assert sleeps == [2.0, 4.0, 8.0]
 
@@ -59,8 +60,8 @@ def _model(folder: Path) -> Path:
 
 def test_local_registry_is_idempotent(tmp_path: Path, artifacts: Path):
     model = _model(tmp_path / "model")
-    first = publish_local(model, "team/m", "v1", "registry")
-    again = publish_local(model, "team/m", "v1", "registry")
+    first = upload_local(Store(artifacts), model, "team/m", "v1", "registry")
+    again = upload_local(Store(artifacts), model, "team/m", "v1", "registry")
     assert first.new_commit and not again.new_commit and "already in the registry" in again.message
     assert (artifacts / "registry" / "team" / "m" / "v1" / "model.safetensors").read_bytes() == b"weights"
 
@@ -101,11 +102,11 @@ def test_modelscope_upload_at_the_sdk_boundary(tmp_path: Path, monkeypatch: pyte
     FakeModelScope.repos, FakeModelScope.calls = {}, []
     monkeypatch.setattr(modelscope_hub.api, "HubApi", FakeModelScope)
     model = _model(tmp_path / "model")
-    first = publish_modelscope(model, "team/m", "v1", token="ms-token")
+    first = upload_modelscope(model, "team/m", "v1", token="ms-token")
     assert first.new_commit and first.revision == "abc123" and first.url.endswith("/models/team/m")
     assert ("create_repo", "team/m", "model", "private") in FakeModelScope.calls
     assert ("upload_folder", "team/m", commit_title("v1")) in FakeModelScope.calls
-    again = publish_modelscope(model, "team/m", "v1", token="ms-token")
+    again = upload_modelscope(model, "team/m", "v1", token="ms-token")
     assert not again.new_commit and "no new commit" in again.message
     assert sum(1 for c in FakeModelScope.calls if c[0] == "upload_folder") == 1
 

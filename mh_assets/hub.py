@@ -1,4 +1,4 @@
-"""Publish a merged model folder: to a local versioned registry, to ModelScope, or to Hugging Face.
+"""Upload a merged model folder: to a local versioned registry, to ModelScope, or to Hugging Face.
 
 Each target is idempotent per model version (the merged model's data version): a version already on the target
 makes no new commit and says so. Uploads retry transient failures with exponential backoff, then fail with the
@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from mh_assets.store import publish, staging, tree_size
+from mh_assets.store import Store, commit, tree_size
 
 PROVENANCE = "mh_assets.json"
 TARGETS = ("local", "modelscope", "huggingface")
@@ -26,7 +26,7 @@ T = TypeVar("T")
 
 
 @dataclass(frozen=True)
-class Published:
+class Uploaded:
     target: str
     repo_id: str
     url: str
@@ -40,7 +40,7 @@ class Published:
         return asdict(self)
 
 
-class PublishError(RuntimeError):
+class UploadError(RuntimeError):
     """The hub refused or kept failing; the message is the hub's, with any token scrubbed."""
 
 
@@ -58,7 +58,7 @@ def with_retries(
     sleep: Callable[[float], None] = time.sleep,
 ) -> T:  # fmt: skip
     """``call()``, retried with exponential backoff on transient errors (5xx, connection); a client error or the
-    last failure raises ``PublishError`` with the hub's message."""
+    last failure raises ``UploadError`` with the hub's message."""
     for attempt in range(1, attempts + 1):
         try:
             return call()
@@ -66,24 +66,24 @@ def with_retries(
             status = _status(exc)
             if attempt == attempts or status in NOT_RETRYABLE:
                 message = str(exc).replace(secret, "***") if secret else str(exc)
-                raise PublishError(f"after {attempt} attempt(s): {type(exc).__name__}: {message}") from None
+                raise UploadError(f"after {attempt} attempt(s): {type(exc).__name__}: {message}") from None
             sleep(first_delay_s * 2 ** (attempt - 1))
     raise AssertionError("unreachable")
 
 
-def publish_local(folder: Path, repo_id: str, version: str, registry: str) -> Published:
-    """Copy into ``<registry>/<repo_id>/<version>`` atomically (``registry`` is a path under the artifacts dir)."""
+def upload_local(store: Store, folder: Path, repo_id: str, version: str, registry: str) -> Uploaded:
+    """Copy into ``<registry>/<repo_id>/<version>`` of the store, atomically."""
     name = f"{registry}/{repo_id}"
     existing = None
-    with staging(name) as tmp:
+    with store.staging(name) as tmp:
         final = tmp.parent / version
         if final.exists():
             existing = final
         else:
             shutil.copytree(folder, tmp, dirs_exist_ok=True, copy_function=os.link)  # same disk: no copy of weights
-            final = publish(tmp, version)
+            final = commit(tmp, version)
     files, size = tree_size(final)
-    return Published(
+    return Uploaded(
         target="local",
         repo_id=repo_id,
         url=final.as_uri(),
@@ -95,10 +95,10 @@ def publish_local(folder: Path, repo_id: str, version: str, registry: str) -> Pu
     )
 
 
-def publish_huggingface(
+def upload_huggingface(
     folder: Path, repo_id: str, version: str, token: str | None, endpoint: str | None = None, private: bool = True,
     sleep: Callable[[float], None] = time.sleep,
-) -> Published:  # fmt: skip
+) -> Uploaded:  # fmt: skip
     from huggingface_hub import HfApi
 
     api = HfApi(endpoint=endpoint, token=token)
@@ -111,7 +111,7 @@ def publish_huggingface(
         None,
     )
     if earlier is not None:
-        return Published(
+        return Uploaded(
             "huggingface",
             repo_id,
             url,
@@ -124,13 +124,13 @@ def publish_huggingface(
     info = with_retries(
         lambda: api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message=title), token, sleep=sleep
     )
-    return Published("huggingface", repo_id, url, info.oid, files, size, True, f"committed {info.oid[:12]}")
+    return Uploaded("huggingface", repo_id, url, info.oid, files, size, True, f"committed {info.oid[:12]}")
 
 
-def publish_modelscope(
+def upload_modelscope(
     folder: Path, repo_id: str, version: str, token: str | None, endpoint: str | None = None, private: bool = True,
     sleep: Callable[[float], None] = time.sleep,
-) -> Published:  # fmt: skip
+) -> Uploaded:  # fmt: skip
     """ModelScope keeps no commit titles a client can list; the provenance file in the repo carries the version."""
     from modelscope_hub.api import HubApi
 
@@ -143,7 +143,7 @@ def publish_modelscope(
         if PROVENANCE in {getattr(f, "path", f) for f in remote}:
             path = with_retries(lambda: api.download_file(repo_id, "model", PROVENANCE, force=True), token, sleep=sleep)
             if json.loads(Path(path).read_text(encoding="utf-8")).get("version") == version:
-                return Published(
+                return Uploaded(
                     "modelscope",
                     repo_id,
                     url,
@@ -160,4 +160,4 @@ def publish_modelscope(
         lambda: api.upload_folder(repo_id, "model", folder, commit_message=commit_title(version)), token, sleep=sleep
     )
     revision = str((result or {}).get("commit_id", version)) if isinstance(result, dict) else version
-    return Published("modelscope", repo_id, url, revision, files, size, True, f"uploaded to {repo_id}")
+    return Uploaded("modelscope", repo_id, url, revision, files, size, True, f"uploaded to {repo_id}")

@@ -1,0 +1,188 @@
+"""What a lane is: one base model taken through the whole graph, described by one YAML file.
+
+A lane lives in ``mh_assets/defs/lanes/<folder>/defs.yaml`` (``type: mh_assets.components.LaneComponent``); its
+``attributes`` are a ``Lane``. The component builds the assets from it; plain code (the snapshot's length plan,
+``python -m mh_assets.where``) reads the same files with ``load_lanes``. Plain module: pydantic, no dagster, no torch.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
+
+from mh_assets.benchmarks import Gates
+from mh_assets.recipes import RECIPES, SftRecipe
+from mh_assets.yamlio import YamlError, load_yaml, validate
+
+TINY_MODEL_ID = "builtin:tiny-qwen2"
+LANES_DIR = Path(__file__).parent / "defs" / "lanes"
+COMPONENT_TYPE = "mh_assets.components.LaneComponent"
+STAGES = (
+    "base_model",
+    "base_scores",
+    "training_env",
+    "lora_adapter",
+    "merged_model",
+    "benchmark_scores",
+    "safety_review",
+    "hub_upload",
+    "experiment_report",
+)
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _yaml_type(hint: Any) -> Any:
+    """The type a YAML file writes for a recipe field (a list where the recipe keeps a tuple)."""
+    return list[typing.get_args(hint)[0]] if typing.get_origin(hint) is tuple else hint
+
+
+# Every SftRecipe field, optional: a lane states only how its recipe differs from the named one it starts from.
+_RecipeOverrides: type[BaseModel] = create_model(  # type: ignore[call-overload]
+    "_RecipeOverrides",
+    __base__=_Spec,
+    **{name: (_yaml_type(hint) | None, None) for name, hint in typing.get_type_hints(SftRecipe).items()},
+)
+
+
+class RecipeSpec(_RecipeOverrides):  # type: ignore[misc,valid-type]
+    """``base`` names a recipe of ``mh_assets.recipes.RECIPES``; every other field overrides it."""
+
+    base: str = Field(description=f"One of {sorted(RECIPES)}.")
+
+    @field_validator("base")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value not in RECIPES:
+            raise ValueError(f"unknown recipe {value!r} (known: {', '.join(sorted(RECIPES))})")
+        return value
+
+    def resolve(self) -> SftRecipe:
+        overrides = self.model_dump(exclude={"base"}, exclude_none=True)
+        return RECIPES[self.base].with_overrides(
+            **{k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
+        )
+
+
+class GpuNeeds(_Spec):
+    count: int = Field(default=0, description="GPUs one run needs; 0: CPU only.")
+    min_memory_gib: int = Field(default=0, description="Memory each of them needs.")
+    default_devices: str = Field(default="", description="CUDA_VISIBLE_DEVICES unless the gpu resource says.")
+
+    @field_validator("count", "min_memory_gib")
+    @classmethod
+    def _not_negative(cls, value: int) -> int:
+        if value < 0:
+            raise ValueError("must be 0 or more")
+        return value
+
+    @property
+    def required(self) -> bool:
+        return self.count > 0
+
+
+class SwanLab(_Spec):
+    project: str = "mh-sft"
+    exp_name: str
+    mode: Literal["cloud", "local", "offline", "disabled"] = "cloud"
+
+
+class Evaluation(_Spec):
+    mode: Literal["local", "service", "endpoint"] = Field(default="service", description="How the model is reached.")
+    deploy_backend: Literal["transformers", "vllm", "sglang", "lmdeploy"] = "transformers"
+    served_model_name: str
+    limits: dict[str, int] = Field(default={}, description="Benchmark -> samples evaluated.")
+    max_tokens: int = Field(default=512, description="Longest reply generated.")
+    torch_dtype: str = "bfloat16"
+    reevaluate_cron: str = Field(default="0 3 * * 1", description="When the fine-tuned model is evaluated again.")
+
+    @field_validator("max_tokens")
+    @classmethod
+    def _positive(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError("must be at least 1")
+        return value
+
+    @field_validator("reevaluate_cron")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        if len(value.split()) != 5:
+            raise ValueError(f"{value!r} is not a cron expression of five fields (minute hour day month weekday)")
+        return value
+
+
+class Lane(_Spec):
+    """One lane: its name (asset keys are ``<stage>_<name>``), base model, recipe, GPU needs, SwanLab run,
+    evaluation, hub repository and gates."""
+
+    name: str = Field(description="Lower case letters, digits and _; asset keys are <stage>_<name>.")
+    base_model: str = Field(description=f"Hub model id, or {TINY_MODEL_ID} (built locally).")
+    revision: str = Field(description="The pinned hub revision (branch, tag or commit).")
+    recipe: RecipeSpec
+    gpu: GpuNeeds = GpuNeeds()
+    swanlab: SwanLab
+    evaluation: Evaluation
+    hub_repo_id: str
+    gates: Gates = Gates()
+
+    @field_validator("name")
+    @classmethod
+    def _key_safe(cls, value: str) -> str:
+        if not re.fullmatch(r"[a-z0-9][a-z0-9_]*", value):
+            raise ValueError(f"{value!r}: use lower case letters, digits and _ (it becomes part of asset keys)")
+        return value
+
+    @functools.cached_property
+    def sft(self) -> SftRecipe:
+        """The resolved training recipe."""
+        return self.recipe.resolve()
+
+    @property
+    def is_builtin(self) -> bool:
+        return self.base_model == TINY_MODEL_ID
+
+    def key(self, stage: str) -> str:
+        """The asset key of one stage of this lane, e.g. ``lora_adapter_7b``."""
+        return f"{stage}_{self.name}"
+
+    @property
+    def group(self) -> str:
+        return f"model_{self.name}"
+
+
+def lane_files(root: Path = LANES_DIR) -> list[Path]:
+    """Every ``defs.yaml`` under ``root`` whose component is a lane."""
+    found = []
+    for path in sorted(root.rglob("defs.yaml")):
+        doc = load_yaml(path)
+        if isinstance(doc, dict) and doc.get("type") == COMPONENT_TYPE:
+            found.append(path)
+    return found
+
+
+def load_lane(path: Path) -> Lane:
+    """The lane of one ``defs.yaml``; a wrong field raises naming the file, line and field."""
+    doc = load_yaml(path)
+    attributes = doc.get("attributes") if isinstance(doc, dict) else None
+    if not isinstance(attributes, dict):
+        raise YamlError(f"{path}: a lane file needs `attributes:` (the lane's fields)")
+    return validate(Lane, attributes, path, prefix="attributes")
+
+
+@functools.cache
+def load_lanes(root: Path = LANES_DIR) -> dict[str, Lane]:
+    """Every lane under ``root`` by name; two files naming the same lane raise."""
+    lanes: dict[str, Lane] = {}
+    for path in lane_files(root):
+        lane = load_lane(path)
+        if lane.name in lanes:
+            raise YamlError(f"{path}: lane {lane.name!r} is also defined by another file under {root}")
+        lanes[lane.name] = lane
+    return lanes
