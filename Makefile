@@ -5,7 +5,6 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 export MH_ARTIFACTS_DIR ?= $(CURDIR)/artifacts
 export DAGSTER_HOME ?= $(CURDIR)/.dagster
-export DAGSTER_MODULE_NAME := mh_assets
 
 .PHONY: setup demo test lint lock ui scores-app
 setup: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml
@@ -14,11 +13,15 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q -c constraints.txt $(TORCH_SPEC) -e '.[dev]'
 	$(PY) -m pip check
-	grep -q 'mh-assets environment' $(VENV)/bin/activate || printf '%s\n' \
-	  '# mh-assets environment: project-local Dagster home and code location' \
+	grep -q 'mh-assets environment v2' $(VENV)/bin/activate || printf '%s\n' \
+	  '# mh-assets environment v2: project-local Dagster home, the code location for the dagster CLI' \
 	  'export DAGSTER_HOME="$(DAGSTER_HOME)"' \
 	  'export DAGSTER_MODULE_NAME=mh_assets' \
-	  'export MH_ARTIFACTS_DIR="$${MH_ARTIFACTS_DIR:-$(MH_ARTIFACTS_DIR)}"' >> $(VENV)/bin/activate
+	  'export MH_ARTIFACTS_DIR="$${MH_ARTIFACTS_DIR:-$(MH_ARTIFACTS_DIR)}"' \
+	  '# dagster dev and dg dev hand their webserver a workspace file, which DAGSTER_MODULE_NAME would contradict' \
+	  'dagster() { if [ "$$1" = dev ]; then env -u DAGSTER_MODULE_NAME dagster "$$@"; else command dagster "$$@"; fi; }' \
+	  'dg() { if [ "$$1" = dev ]; then env -u DAGSTER_MODULE_NAME dg "$$@"; else command dg "$$@"; fi; }' \
+	  >> $(VENV)/bin/activate
 	touch $@
 
 $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
@@ -34,9 +37,10 @@ test: setup
 	$(VENV)/bin/ruff format --check mh_assets mh_assets_tests bench
 	$(VENV)/bin/pytest -q
 
-# dagster dev never starts serving while DAGSTER_MODULE_NAME is set (Dagster 1.13): the UI reads workspace.yaml.
+# The webserver and the daemon on loopback, the project found from pyproject.toml (DAGSTER_MODULE_NAME, which the
+# activated shell sets for the dagster CLI, would contradict the workspace dg dev hands its webserver).
 ui: setup
-	env -u DAGSTER_MODULE_NAME $(VENV)/bin/dagster dev -h 127.0.0.1 -p 3000
+	env -u DAGSTER_MODULE_NAME PATH="$(CURDIR)/$(VENV)/bin:$$PATH" VIRTUAL_ENV="$(CURDIR)/$(VENV)" $(VENV)/bin/dg dev -h 127.0.0.1 -p 3000
 
 # EvalScope's dashboard over a lane's latest evaluation (LANE=tiny|7b|32b), on loopback only.
 LANE ?= tiny

@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from mh_assets.judge import judge_summary
 from mh_assets.safety import Screen, load_screen, stricter
 from mh_assets.stats import wilson_interval
-from mh_assets.yamlio import YamlError, load_yaml, validate
+from mh_assets.yamlio import YamlError, load_yaml, parse_as
 
 EVAL_DATA = Path(__file__).parent / "data" / "eval"
 SUITE = {name: EVAL_DATA / f"{name}.jsonl" for name in ("pceb_mcq", "psyqa", "safety")}
@@ -333,7 +333,7 @@ def gates_for(lane: str, own: Gates) -> dict[str, Any]:
         if not isinstance(doc, dict):
             raise YamlError(f"{path}: must map lane names to their gates")
         if lane in doc:
-            own = validate(Gates, doc[lane], path, prefix=lane)
+            own = parse_as(Gates, doc[lane], path, prefix=lane)
     return own.model_dump()
 
 
@@ -458,7 +458,7 @@ def comparison_rows(scores: dict[str, Any], base: dict[str, Any] | None) -> list
 def gate_verdicts(
     gates: dict[str, Any], scores: dict[str, Any], base: dict[str, Any] | None, review: dict[str, Any] | None = None
 ) -> dict[str, tuple[bool, list[str]]]:
-    """Every gate (``parse_gates``'s result) on these scores: check name -> (passed, lines for people)."""
+    """Every gate (``gates_for``'s result) on these scores: check name -> (passed, lines for people)."""
     return {
         "meets_minimums": check_minimums(scores, gates["minimum"]),
         "no_regression": check_regression(scores, base or {}, gates["no_regression"]),

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from mh_assets.store import Store, commit, tree_size
+from mh_assets.store import Store, finalize, tree_size
 
 PROVENANCE = "mh_assets.json"
 TARGETS = ("local", "modelscope", "huggingface")
@@ -81,7 +81,7 @@ def upload_local(store: Store, folder: Path, repo_id: str, version: str, registr
             existing = final
         else:
             shutil.copytree(folder, tmp, dirs_exist_ok=True, copy_function=os.link)  # same disk: no copy of weights
-            final = commit(tmp, version)
+            final = finalize(tmp, version)
     files, size = tree_size(final)
     return Uploaded(
         target="local",

@@ -7,6 +7,7 @@ A lane lives in ``mh_assets/defs/lanes/<folder>/defs.yaml`` (``type: mh_assets.c
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 import typing
@@ -17,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
 from mh_assets.benchmarks import Gates
 from mh_assets.recipes import RECIPES, SftRecipe
-from mh_assets.yamlio import YamlError, load_yaml, validate
+from mh_assets.yamlio import YamlError, load_yaml, parse_as
 
 TINY_MODEL_ID = "builtin:tiny-qwen2"
 LANES_DIR = Path(__file__).parent / "defs" / "lanes"
@@ -65,9 +66,10 @@ class RecipeSpec(_RecipeOverrides):  # type: ignore[misc,valid-type]
         return value
 
     def resolve(self) -> SftRecipe:
-        overrides = self.model_dump(exclude={"base"}, exclude_none=True)
-        return RECIPES[self.base].with_overrides(
-            **{k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
+        # every field the file sets, null included (``attn_impl: null`` turns flash attention off)
+        overrides = self.model_dump(exclude={"base"}, exclude_unset=True)
+        return dataclasses.replace(
+            RECIPES[self.base], **{k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
         )
 
 
@@ -173,10 +175,9 @@ def load_lane(path: Path) -> Lane:
     attributes = doc.get("attributes") if isinstance(doc, dict) else None
     if not isinstance(attributes, dict):
         raise YamlError(f"{path}: a lane file needs `attributes:` (the lane's fields)")
-    return validate(Lane, attributes, path, prefix="attributes")
+    return parse_as(Lane, attributes, path, prefix="attributes")
 
 
-@functools.cache
 def load_lanes(root: Path = LANES_DIR) -> dict[str, Lane]:
     """Every lane under ``root`` by name; two files naming the same lane raise."""
     lanes: dict[str, Lane] = {}

@@ -55,18 +55,18 @@ def parse_source(text: str) -> Source:
     return Source("path", str(Path(text).expanduser().resolve()))
 
 
-def hub_cache(hub: str) -> Path:
+def hub_cache(hub: str, root: Path) -> Path:
     """The project's cache for a hub's datasets (``MODELSCOPE_CACHE`` / ``HF_HOME`` when set)."""
     if hub == "modelscope":
-        return Path(os.environ.get("MODELSCOPE_CACHE", default_root() / ".cache" / "modelscope"))
-    return Path(os.environ.get("HF_HOME", default_root() / ".cache" / "huggingface")) / "hub"
+        return Path(os.environ.get("MODELSCOPE_CACHE", root / ".cache" / "modelscope"))
+    return Path(os.environ.get("HF_HOME", root / ".cache" / "huggingface")) / "hub"
 
 
-def _download(source: Source, offline: bool) -> Path:
-    cache = hub_cache(source.kind)
+def _download(source: Source, offline: bool, root: Path) -> Path:
+    cache = hub_cache(source.kind, root)
     if source.kind == "modelscope":
         # the SDK writes a session file under MODELSCOPE_HOME (default ~/.modelscope) even when offline
-        os.environ.setdefault("MODELSCOPE_HOME", str(default_root() / ".cache" / "modelscope-home"))
+        os.environ.setdefault("MODELSCOPE_HOME", str(root / ".cache" / "modelscope-home"))
         from modelscope.hub.snapshot_download import snapshot_download
 
         return Path(
@@ -92,8 +92,10 @@ def _download(source: Source, offline: bool) -> Path:
     )
 
 
-def resolve(source: Source) -> tuple[Path, str | None, list[str]]:
-    """``(local folder or file, revision, notes)``; hub datasets are downloaded, or taken from the cache offline."""
+def resolve(source: Source, root: Path | None = None) -> tuple[Path, str | None, list[str]]:
+    """``(local folder or file, revision, notes)``; hub datasets are downloaded into the cache under ``root`` (the
+    artifact store's; default ``default_root()``), or taken from it offline."""
+    root = root or default_root()
     if source.kind in ("sample", "path"):
         path = Path(source.location)
         if not path.exists():
@@ -101,15 +103,15 @@ def resolve(source: Source) -> tuple[Path, str | None, list[str]]:
         return path, None, []
     endpoint = hub_endpoint(source.kind)
     online = reachable(endpoint)
-    notes = [] if online else [f"{endpoint} is not reachable: using the cached copy in {hub_cache(source.kind)}"]
+    notes = [] if online else [f"{endpoint} is not reachable: using the cached copy in {hub_cache(source.kind, root)}"]
     try:
-        folder = _download(source, offline=not online)
+        folder = _download(source, offline=not online, root=root)
     except Exception as exc:  # the SDKs raise their own error types for a cache miss
         if online:
             raise SourceError(f"downloading {source.label} failed: {exc}") from exc
         raise SourceError(
             f"{source.label} cannot be fetched: {endpoint} is not reachable from this machine and "
-            f"{hub_cache(source.kind)} holds no copy. Pass a local .jsonl/.json file or folder as the source."
+            f"{hub_cache(source.kind, root)} holds no copy. Pass a local .jsonl/.json file or folder as the source."
         ) from exc
     return folder, _revision(folder, source), notes
 

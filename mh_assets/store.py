@@ -1,7 +1,7 @@
-"""The artifact store: ``$MH_ARTIFACTS_DIR/<asset>/<version>/`` folders committed atomically, plus ``latest``.
+"""The artifact store: ``<root>/<asset>/<version>/`` folders finalized atomically, plus ``latest``.
 
 A step builds into a staging folder beside the final one and renames it into place only when complete
-(``commit``), so a failed step never leaves a half-written model that a later step could pick up. Plain module;
+(``finalize``), so a failed step never leaves a half-written model that a later step could pick up. Plain module;
 the Dagster resource over it is ``mh_assets.defs.resources.ArtifactStore``.
 """
 
@@ -51,7 +51,7 @@ class Store:
 
     @contextmanager
     def staging(self, name: str) -> Iterator[Path]:
-        """An empty folder to build a new version in; removed if the block fails or does not commit it."""
+        """An empty folder to build a new version in; removed if the block fails or does not finalize it."""
         parent = self.folder(name)
         parent.mkdir(parents=True, exist_ok=True)
         tmp = parent / f".staging-{uuid.uuid4().hex}"
@@ -69,7 +69,7 @@ def _point_latest(parent: Path, target: Path) -> None:
     os.replace(tmp_link, parent / "latest")
 
 
-def commit(staged: Path, version: str) -> Path:
+def finalize(staged: Path, version: str) -> Path:
     """Rename a staged folder to ``<asset>/<version>`` and point ``latest`` at it.
 
     Versions are immutable: if the version already exists (same content), the staged copy is discarded.

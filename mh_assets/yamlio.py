@@ -1,7 +1,7 @@
 """YAML files whose errors name the file, the line and the field.
 
 ``load_yaml`` returns plain data in which every mapping also carries its first line under ``LINE``; ``where``
-turns a mapping (and optionally one of its keys) into ``file:line``; ``validate`` checks such data against a
+turns a mapping (and optionally one of its keys) into ``file:line``; ``parse_as`` checks such data against a
 pydantic model and reports its first error the same way. Plain module (PyYAML, pydantic).
 """
 
@@ -59,7 +59,7 @@ def plain(node: Any) -> Any:
     return node
 
 
-def validate(model: type[M], node: Any, path: Path, prefix: str = "") -> M:
+def parse_as(model: type[M], node: Any, path: Path, prefix: str = "") -> M:
     """``model`` built from ``load_yaml`` data; the first error raises ``YamlError`` as ``file:line: field: why``."""
     from pydantic import ValidationError
 

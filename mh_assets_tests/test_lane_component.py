@@ -109,3 +109,13 @@ def test_a_lane_states_only_how_its_recipe_differs():
         per_device_train_batch_size=2, gradient_accumulation_steps=8, max_length=4096
     )
     assert lanes["tiny"].sft == RECIPES["tiny_cpu"]
+
+
+def test_a_null_override_clears_the_named_recipes_value(tmp_path: Path):
+    """`attn_impl: null` (with packing off) means: no flash attention, not "keep the runbook's"."""
+    text = (REPO / "mh_assets/defs/lanes/7b/defs.yaml").read_text(encoding="utf-8")
+    path = tmp_path / "defs.yaml"
+    path.write_text(text.replace("base: runbook_7b", "base: runbook_7b\n    attn_impl: null\n    packing: false"))
+    recipe = load_lane(path).sft
+    assert recipe.attn_impl is None and recipe.packing is False and not recipe.needs_flash_attn
+    assert recipe.max_length == RECIPES["runbook_7b"].max_length  # what the file leaves out is the named recipe's

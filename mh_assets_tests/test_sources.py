@@ -39,7 +39,7 @@ def test_hub_without_network_or_cache_fails_fast_and_says_what_to_do(offline, te
     assert time.monotonic() - started < 15
 
 
-def test_fingerprint_sees_content(tmp_path: Path):
+def test_content_hash_sees_content(tmp_path: Path):
     (tmp_path / "a.jsonl").write_text("1\n")
     first = content_hash(tmp_path)
     (tmp_path / "a.jsonl").write_text("2\n")

@@ -1,4 +1,5 @@
-"""The UI as `make ui` starts it: dagster dev (webserver and daemon) on loopback, the code location loaded."""
+"""The UI as `make ui` starts it: `dg dev` in the activated shell (webserver and daemon) on loopback, the code
+location loaded, automation running."""
 
 import json
 import sys
@@ -10,7 +11,7 @@ from mh_assets.lane import STAGES, load_lanes
 from mh_assets.procs import free_port, start_group, stop_group
 from mh_assets_tests.conftest import REPO, cli_env, fresh_dagster_home
 
-DAGSTER = Path(sys.executable).parent / "dagster"
+ACTIVATE = Path(sys.executable).parent / "activate"
 QUERY = "{ assetNodes { assetKey { path } } workspaceOrError { ... on Workspace { locationEntries { name } } } }"
 REPO_SELECTOR = '(repositorySelector: {repositoryName: "__repository__", repositoryLocationName: "mh_assets"})'
 AUTOMATION = (
@@ -30,11 +31,16 @@ def _graphql(port: int, query: str = QUERY) -> dict:
         return json.loads(response.read())["data"]
 
 
-def test_dagster_dev_serves_the_whole_graph(tmp_path: Path):
+def test_dg_dev_in_the_activated_shell_serves_the_whole_graph(tmp_path: Path):
     port = free_port()
     env = cli_env(tmp_path / "artifacts", fresh_dagster_home(tmp_path / "home"))
-    env.pop("DAGSTER_MODULE_NAME")  # as `make ui` does: dagster dev hangs with it set
-    server = start_group([str(DAGSTER), "dev", "-h", "127.0.0.1", "-p", str(port)], env, cwd=str(REPO))
+    # exactly what `make ui` runs (the activate script of `make setup` sets DAGSTER_MODULE_NAME), with this
+    # test's own Dagster home and artifacts
+    shell = (
+        f'. "{ACTIVATE}" && export DAGSTER_HOME="{env["DAGSTER_HOME"]}" MH_ARTIFACTS_DIR="{env["MH_ARTIFACTS_DIR"]}" '
+        f"&& dg dev -h 127.0.0.1 -p {port}"
+    )
+    server = start_group(["bash", "-c", shell], env, cwd=str(REPO))
     try:
         deadline, data = time.monotonic() + 180, None
         while time.monotonic() < deadline and data is None:

@@ -1,7 +1,10 @@
 """Automation: the sensor that evaluates every asset's automation condition (on by default, so `make ui`
-automates with no clicks), and a job to re-evaluate every lane by hand."""
+automates with no clicks), and jobs to observe the sources and to re-evaluate every lane by hand."""
 
 import dagster as dg
+
+from mh_assets.defs.data import SOURCE
+from mh_assets.defs.evaluation import EVAL_SUITE
 
 automation_sensor = dg.AutomationConditionSensorDefinition(
     "automation_sensor",
@@ -15,4 +18,10 @@ reevaluate = dg.define_asset_job(
     "reevaluate",
     selection=dg.AssetSelection.from_string('key:"benchmark_scores_*"'),
     description="Evaluate every lane's merged model again now (automation does it on each lane's cron).",
+)
+
+observe_sources = dg.define_asset_job(
+    "observe_sources",
+    selection=dg.AssetSelection.assets(SOURCE, EVAL_SUITE),
+    description="Look at the dataset source and the evaluation suite now (automation does it every 15 minutes).",
 )

@@ -1,8 +1,10 @@
 """Small helpers every stage module shares: running a runner, reading its results, digests of settings."""
 
 import hashlib
+import inspect
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,3 +43,18 @@ def gpu_pool(lane: Lane) -> str | None:
 
 def gpu_hint(lane: Lane) -> str:
     return f"it needs {lane.gpu.count} GPU(s) with {lane.gpu.min_memory_gib} GiB" if lane.gpu.required else ""
+
+
+def doc(builder: Callable[..., Any]) -> str:
+    """A builder's docstring as the description of what it builds."""
+    return inspect.cleandoc(builder.__doc__ or "")
+
+
+OBSERVE_CRON = "*/15 * * * *"
+
+
+def observed_every(cron: str) -> dg.AutomationCondition:
+    """Observe a source at every tick of ``cron``, unless an observation is already running."""
+    return (dg.AutomationCondition.cron_tick_passed(cron) & ~dg.AutomationCondition.in_progress()).with_label(
+        f"observe at {cron}"
+    )

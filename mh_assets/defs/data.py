@@ -7,26 +7,18 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
-from mh_assets.defs.common import child_metadata, lane_asset_args, read_json, runner
+from mh_assets.defs.common import OBSERVE_CRON, child_metadata, doc, lane_asset_args, observed_every, read_json, runner
 from mh_assets.defs.resources import ArtifactStore, DatasetSourceResource, HubResource, ProcessGroupPipesClient
 from mh_assets.lane import Lane, load_lanes
 from mh_assets.lengths import histogram_markdown
 from mh_assets.models import check_model_folder, hub_endpoint, model_dir, reachable, write_pointer
 from mh_assets.snapshot import build_snapshot, plan_lengths
 from mh_assets.sources import SourceError, content_hash, parse_source, resolve
-from mh_assets.store import commit, hash_tree
+from mh_assets.store import finalize, hash_tree
 
 SNAPSHOT = "dataset_snapshot"
 SOURCE = "dataset_source"
 LONG_SHARE_WARN = 0.05
-OBSERVE_CRON = "*/15 * * * *"
-
-
-def observed_every(cron: str) -> dg.AutomationCondition:
-    """Observe a source at every tick of ``cron``, unless an observation is already running."""
-    return (dg.AutomationCondition.cron_tick_passed(cron) & ~dg.AutomationCondition.in_progress()).with_label(
-        f"observe at {cron}"
-    )
 
 
 class SnapshotConfig(dg.Config):
@@ -34,10 +26,10 @@ class SnapshotConfig(dg.Config):
     max_quarantine_share: float = Field(default=0.05, description="Blocking: refused rows / all rows must stay under.")
 
 
-def _resolve(text: str) -> tuple[Path, str | None, str, list[str]]:
+def _resolve(text: str, artifacts: ArtifactStore) -> tuple[Path, str | None, str, list[str]]:
     source = parse_source(text)
     try:
-        path, revision, notes = resolve(source)
+        path, revision, notes = resolve(source, artifacts.store.root)
     except (SourceError, OSError) as exc:
         raise dg.Failure(description=str(exc)) from exc
     return path, revision, source.label, notes
@@ -49,8 +41,10 @@ def _resolve(text: str) -> tuple[Path, str | None, str, list[str]]:
     description="The dataset source, observed by content; a new content hash makes the snapshot materialize.",
     automation_condition=observed_every(OBSERVE_CRON),
 )
-def dataset_source(context: dg.AssetExecutionContext, dataset: DatasetSourceResource) -> dg.ObserveResult:
-    path, revision, label, notes = _resolve(dataset.source)
+def dataset_source(
+    context: dg.AssetExecutionContext, dataset: DatasetSourceResource, artifacts: ArtifactStore
+) -> dg.ObserveResult:
+    path, revision, label, notes = _resolve(dataset.source, artifacts)
     for note in notes:
         context.log.warning(note)
     try:
@@ -74,7 +68,7 @@ def dataset_snapshot(
 ) -> dg.MaterializeResult:
     """Conversations validated by the stated rules into an immutable folder named by content hash; refused rows
     are kept aside in quarantine.jsonl with their reasons."""
-    path, revision, label, notes = _resolve(config.source or dataset.source)
+    path, revision, label, notes = _resolve(config.source or dataset.source, artifacts)
     for note in notes:
         context.log.warning(note)
     with artifacts.staging(SNAPSHOT) as tmp:
@@ -91,7 +85,7 @@ def dataset_snapshot(
             raise dg.Failure(description=str(exc)) from exc
         # Named by everything in it (the same rows can be kept from sources that refuse different ones); the data
         # version is train.jsonl's hash alone, so downstream stays fresh when what trains is unchanged.
-        final = commit(tmp, hash_tree(tmp)[:16])
+        final = finalize(tmp, hash_tree(tmp)[:16])
     context.log.info(f"snapshot {final}: kept {manifest['rows_kept']} of {manifest['rows_in']} records")
     return dg.MaterializeResult(
         data_version=dg.DataVersion(manifest["sha256"]), metadata=snapshot_metadata(final, manifest)
@@ -185,13 +179,6 @@ def conversations_fit_max_length(artifacts: ArtifactStore) -> dg.AssetCheckResul
     )
 
 
-observe_sources = dg.define_asset_job(
-    "observe_sources",
-    selection=dg.AssetSelection.assets(SOURCE, "eval_suite"),
-    description="Look at the dataset source and the evaluation suite now (automation does it every 15 minutes).",
-)
-
-
 class BaseModelConfig(dg.Config):
     local_dir: str = Field(default="", description="Use this model folder instead of downloading.")
     hub: str = Field(default="modelscope", description="modelscope or huggingface")
@@ -199,13 +186,13 @@ class BaseModelConfig(dg.Config):
 
 def base_model_asset(lane: Lane) -> dg.AssetsDefinition:
     """The lane's base model: built locally for tiny, a pinned hub revision (or a local folder) otherwise."""
-    name = lane.key("base_model")
+    key = lane.key("base_model")
 
     @dg.asset(
-        name=name,
+        name=key,
         code_version=f"{lane.base_model}@{lane.revision}",
         kinds={"pytorch"},
-        description=base_model_asset.__doc__,
+        description=doc(base_model_asset),
         **lane_asset_args(lane),
     )
     def _asset(
@@ -216,7 +203,7 @@ def base_model_asset(lane: Lane) -> dg.AssetsDefinition:
         artifacts: ArtifactStore,
     ) -> dg.MaterializeResult:
         inv = None
-        with artifacts.staging(name) as tmp:
+        with artifacts.staging(key) as tmp:
             if lane.is_builtin:
                 inv = pipes.run(
                     context=context,
@@ -230,7 +217,7 @@ def base_model_asset(lane: Lane) -> dg.AssetsDefinition:
                 try:
                     check_model_folder(local)
                 except FileNotFoundError as exc:
-                    raise dg.Failure(description=f"{name}: {exc}") from exc
+                    raise dg.Failure(description=f"{key}: {exc}") from exc
                 write_pointer(tmp, local, model_id=lane.base_model, revision=lane.revision)
                 version, source = hash_tree(local, exclude=(".",)), str(local)
             else:
@@ -238,7 +225,7 @@ def base_model_asset(lane: Lane) -> dg.AssetsDefinition:
                 if not reachable(endpoint):
                     raise dg.Failure(
                         description=f"Cannot download {lane.base_model}@{lane.revision}: {endpoint} is not reachable "
-                        f"from this machine. Set the {name} config local_dir to a folder holding the model, or run "
+                        f"from this machine. Set the {key} config local_dir to a folder holding the model, or run "
                         "where the hub can be reached."
                     )
                 inv = pipes.run(
@@ -249,7 +236,7 @@ def base_model_asset(lane: Lane) -> dg.AssetsDefinition:
                     env={**artifacts.child_env(""), **hub.download_env()},
                 )  # fmt: skip
                 version, source = hash_tree(tmp, exclude=(".",)), f"{config.hub}:{lane.base_model}@{lane.revision}"
-            final = commit(tmp, version[:16])
+            final = finalize(tmp, version[:16])
         return dg.MaterializeResult(
             data_version=dg.DataVersion(version),
             metadata={

@@ -1,5 +1,5 @@
-"""Evaluation: the observed suite, each lane's base-model and fine-tuned scores (evaluated again on a schedule and
-whenever their model or the suite changes), and the publication gates on them."""
+"""Evaluation: the observed suite, each lane's base-model and fine-tuned scores (evaluated again at each tick of the
+lane's cron and whenever their model or the suite changes), and the publication gates on them."""
 
 from pathlib import Path
 from typing import Any
@@ -16,13 +16,21 @@ from mh_assets.benchmarks import (
     suite_files,
     suite_hash,
 )
-from mh_assets.defs.common import child_metadata, gpu_pool, lane_asset_args, read_json, runner
-from mh_assets.defs.data import OBSERVE_CRON, observed_every
+from mh_assets.defs.common import (
+    OBSERVE_CRON,
+    child_metadata,
+    doc,
+    gpu_pool,
+    lane_asset_args,
+    observed_every,
+    read_json,
+    runner,
+)
 from mh_assets.defs.resources import ArtifactStore, EvalResource, GpuResource, ProcessGroupPipesClient
 from mh_assets.lane import Lane
 from mh_assets.modelcard import safety_summary
 from mh_assets.models import model_dir as resolve_model_dir
-from mh_assets.store import commit
+from mh_assets.store import finalize
 from mh_assets.yamlio import YamlError
 
 EVAL_SUITE = "eval_suite"
@@ -115,7 +123,7 @@ def _evaluate(
             env={**artifacts.child_env(gpu.devices_for(lane)), **evaluation.secrets_env()},
         )
         scores = read_json(tmp / "scores.json")
-        final = commit(tmp, f"{context.run.run_id[:8]}-{scores_version(scores)}")
+        final = finalize(tmp, f"{context.run.run_id[:8]}-{scores_version(scores)}")
     metadata: dict[str, Any] = {
         **child_metadata(inv),
         "path": dg.MetadataValue.path(str(final / "scores.json")),
@@ -162,14 +170,14 @@ def _scores_asset(lane: Lane, stage: str, model_stage: str, condition: dg.Automa
 
 def base_scores_asset(lane: Lane) -> dg.AssetsDefinition:
     """The suite on the base model: what fine-tuning must not make worse."""
-    return _scores_asset(lane, "base_scores", "base_model", dg.AutomationCondition.eager(), base_scores_asset.__doc__)
+    return _scores_asset(lane, "base_scores", "base_model", dg.AutomationCondition.eager(), doc(base_scores_asset))
 
 
 def benchmark_scores_asset(lane: Lane) -> dg.AssetsDefinition:
     """The suite on the merged model (pceb_mcq, psyqa, safety; C-Eval/CMMLU and the judge when configured),
     compared with the base model."""
     condition = reevaluated(lane.evaluation.reevaluate_cron)
-    return _scores_asset(lane, "benchmark_scores", "merged_model", condition, benchmark_scores_asset.__doc__)
+    return _scores_asset(lane, "benchmark_scores", "merged_model", condition, doc(benchmark_scores_asset))
 
 
 GATE_CHECKS = {
@@ -191,7 +199,8 @@ def gate_checks(lane: Lane) -> list[dg.AssetChecksDefinition]:
             additional_deps=[lane.key("base_scores")] if check_name == "no_regression" else None,
         )
         def _check(artifacts: ArtifactStore) -> dg.AssetCheckResult:
-            passed, lines = gate_results(lane, artifacts)[check_name]
+            scores, base = read_scores(lane, artifacts), read_base_scores(lane, artifacts)
+            passed, lines = gate_results(lane, scores, base, latest_review(lane, artifacts))[check_name]
             return dg.AssetCheckResult(passed=passed, description="; ".join(lines))
 
         return _check
@@ -236,12 +245,13 @@ def read_base_scores(lane: Lane, artifacts: ArtifactStore) -> dict[str, Any] | N
     return read_json(folder / "scores.json") if folder else None
 
 
-def gate_results(lane: Lane, artifacts: ArtifactStore) -> dict[str, tuple[bool, list[str]]]:
-    """The lane's gates on its latest scores (with its latest human review); missing base scores fail the
-    regression gate; a gates override that cannot be read fails every gate with its file, line and field."""
-    scores, base = read_scores(lane, artifacts), read_base_scores(lane, artifacts)
+def gate_results(
+    lane: Lane, scores: dict[str, Any], base: dict[str, Any] | None, review: dict[str, Any] | None
+) -> dict[str, tuple[bool, list[str]]]:
+    """The lane's gates on these scores and this human review; missing base scores fail the regression gate; a
+    gates override that cannot be read fails every gate with its file, line and field."""
     try:
-        results = gate_verdicts(gates_for(lane.name, lane.gates), scores, base, latest_review(lane, artifacts))
+        results = gate_verdicts(gates_for(lane.name, lane.gates), scores, base, review)
     except YamlError as exc:
         raise dg.Failure(description=str(exc)) from exc
     if base is None:

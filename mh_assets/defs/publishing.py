@@ -4,13 +4,14 @@ where the lane asks, the review approved these scores), and the experiment repor
 import json
 import os
 import shutil
+from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
 from pydantic import Field
 
 from mh_assets.benchmarks import gates_for, review_verdict, scores_version
-from mh_assets.defs.common import lane_asset_args, read_json
+from mh_assets.defs.common import doc, lane_asset_args, read_json
 from mh_assets.defs.data import SNAPSHOT
 from mh_assets.defs.evaluation import gate_results, latest_review, read_base_scores, read_scores
 from mh_assets.defs.resources import ArtifactStore, HubResource
@@ -20,7 +21,7 @@ from mh_assets.modelcard import model_card
 from mh_assets.recipes import MergeRun
 from mh_assets.report import ReportInputs, experiment_report, loss_svg, to_html
 from mh_assets.review import decision_record, packet_entries, packet_html, packet_jsonl
-from mh_assets.store import commit
+from mh_assets.store import finalize
 from mh_assets.swiftlog import parse_logging
 
 REGISTRY = "registry"
@@ -44,13 +45,13 @@ class HubUploadConfig(dg.Config):
 def safety_review_asset(lane: Lane) -> dg.AssetsDefinition:
     """A person's review of the safety replies: the packet (critical and failed replies, a sample of passes) and
     the reviewer's decision, bound to the version of the scores it covers."""
-    name = lane.key("safety_review")
+    key = lane.key("safety_review")
 
     @dg.asset(
-        name=name,
+        name=key,
         deps=[lane.key("benchmark_scores")],
         kinds={"html"},
-        description=safety_review_asset.__doc__,
+        description=doc(safety_review_asset),
         **lane_asset_args(lane),
     )
     def _asset(
@@ -61,7 +62,7 @@ def safety_review_asset(lane: Lane) -> dg.AssetsDefinition:
         previous = latest_review(lane, artifacts)
         if config.decision and config.scores_version != version:
             raise dg.Failure(
-                description=f"{name}: the decision names scores {config.scores_version or '(none)'}, but the "
+                description=f"{key}: the decision names scores {config.scores_version or '(none)'}, but the "
                 f"current scores are {version}: read the packet of these scores and give their version as "
                 "scores_version"
             )
@@ -71,13 +72,13 @@ def safety_review_asset(lane: Lane) -> dg.AssetsDefinition:
             else:
                 record = decision_record(lane.name, version, safety, config.reviewer, config.decision, config.notes)
         except ValueError as exc:
-            raise dg.Failure(description=f"{name}: {exc}") from exc
+            raise dg.Failure(description=f"{key}: {exc}") from exc
         entries = packet_entries(safety, version)
-        with artifacts.staging(name) as tmp:
+        with artifacts.staging(key) as tmp:
             (tmp / "decision.json").write_text(json.dumps(record, ensure_ascii=False, indent=2), encoding="utf-8")
             (tmp / "packet.jsonl").write_text(packet_jsonl(entries), encoding="utf-8")
             (tmp / "packet.html").write_text(packet_html(lane.name, version, safety, entries), encoding="utf-8")
-            final = commit(tmp, f"{version}-{record['decision']}-{context.run.run_id[:8]}")
+            final = finalize(tmp, f"{version}-{record['decision']}-{context.run.run_id[:8]}")
         context.log.info(f"safety review of scores {version}: {record['decision']} ({len(entries)} replies in packet)")
         return dg.MaterializeResult(
             data_version=dg.DataVersion(f"{version}:{record['decision']}:{record['reviewer']}"),
@@ -95,10 +96,23 @@ def safety_review_asset(lane: Lane) -> dg.AssetsDefinition:
     return _asset
 
 
-def _gates(lane: Lane, artifacts: ArtifactStore) -> tuple[bool, list[str]]:
-    """Whether every gate passes now, and every gate's lines."""
-    results = gate_results(lane, artifacts)
-    return all(passed for passed, _ in results.values()), [line for _, found in results.values() for line in found]
+@dataclass(frozen=True)
+class GatedScores:
+    """The lane's scores, base scores and review as read once, and the gates' verdicts on exactly these."""
+
+    scores: dict[str, Any]
+    base: dict[str, Any] | None
+    review: dict[str, Any] | None
+    passed: bool
+    lines: list[str]
+
+
+def _gated(lane: Lane, artifacts: ArtifactStore) -> GatedScores:
+    scores, base = read_scores(lane, artifacts), read_base_scores(lane, artifacts)
+    review = latest_review(lane, artifacts)
+    results = gate_results(lane, scores, base, review)
+    passed = all(ok for ok, _ in results.values())
+    return GatedScores(scores, base, review, passed, [line for _, found in results.values() for line in found])
 
 
 def auto_publish(lane: Lane) -> bool:
@@ -109,7 +123,7 @@ def auto_publish(lane: Lane) -> bool:
 
 def hub_upload_asset(lane: Lane) -> dg.AssetsDefinition:
     """The merged model with its model card, on the configured target; refused unless the gates pass."""
-    name = lane.key("hub_upload")
+    key = lane.key("hub_upload")
     condition = (
         dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed()
         if auto_publish(lane)
@@ -117,11 +131,11 @@ def hub_upload_asset(lane: Lane) -> dg.AssetsDefinition:
     )
 
     @dg.asset(
-        name=name,
+        name=key,
         deps=[lane.key("merged_model"), lane.key("benchmark_scores"), lane.key("safety_review")],
         kinds={"huggingface", "modelscope"},
         automation_condition=condition,
-        description=hub_upload_asset.__doc__,
+        description=doc(hub_upload_asset),
         **lane_asset_args(lane),
     )
     def _asset(
@@ -130,12 +144,12 @@ def hub_upload_asset(lane: Lane) -> dg.AssetsDefinition:
         if config.target not in TARGETS:
             raise dg.Failure(description=f"target {config.target!r} is not one of {TARGETS}")
         merged = artifacts.upstream(lane.key("merged_model"))
-        passed, lines = _gates(lane, artifacts)
-        if not passed:
-            raise dg.Failure(description="Not published: the publication gates failed: " + "; ".join(lines))
-        scores = read_scores(lane, artifacts)
+        gated = _gated(lane, artifacts)
+        if not gated.passed:
+            raise dg.Failure(description="Not published: the publication gates failed: " + "; ".join(gated.lines))
+        scores = gated.scores
         if gates_for(lane.name, lane.gates)["safety"]["review_before_publish"]:
-            approved, why = review_verdict(latest_review(lane, artifacts), scores)
+            approved, why = review_verdict(gated.review, scores)
             if not approved:
                 raise dg.Failure(
                     description=f"Not published: lane {lane.name} needs a person's approval of the current scores "
@@ -145,7 +159,7 @@ def hub_upload_asset(lane: Lane) -> dg.AssetsDefinition:
         version, repo_id = merged.name, config.repo_id or lane.hub_repo_id
         snapshot = read_json(artifacts.upstream(SNAPSHOT) / "manifest.json")
         training = read_json(artifacts.upstream(lane.key("lora_adapter")) / "summary.json")
-        card = model_card(lane, version, scores, read_base_scores(lane, artifacts), training, snapshot)
+        card = model_card(lane, version, scores, gated.base, training, snapshot)
         provenance = {
             "version": version,
             "lane": lane.name,
@@ -154,7 +168,7 @@ def hub_upload_asset(lane: Lane) -> dg.AssetsDefinition:
             "dataset_sha256": snapshot["sha256"],
             "suite_sha256": scores.get("suite_sha256"),
         }
-        with artifacts.staging(name) as upload, artifacts.staging(name) as record:
+        with artifacts.staging(key) as upload, artifacts.staging(key) as record:
             # hard links: the upload folder costs no copy of the weights
             shutil.copytree(merged, upload, dirs_exist_ok=True, copy_function=os.link,
                             ignore=shutil.ignore_patterns("args.json"))  # fmt: skip
@@ -175,7 +189,7 @@ def hub_upload_asset(lane: Lane) -> dg.AssetsDefinition:
             for file in ("README.md", PROVENANCE):
                 shutil.copy(upload / file, record / file)
             (record / "published.json").write_text(json.dumps(result.to_json(), indent=2), encoding="utf-8")
-            final = commit(record, f"{version}-{config.target}-{result.revision[:12]}")
+            final = finalize(record, f"{version}-{config.target}-{result.revision[:12]}")
         return dg.MaterializeResult(
             data_version=dg.DataVersion(f"{config.target}:{repo_id}:{version}"),
             metadata={
@@ -197,18 +211,18 @@ def hub_upload_asset(lane: Lane) -> dg.AssetsDefinition:
 
 def experiment_report_asset(lane: Lane) -> dg.AssetsDefinition:
     """The runbook's experiment report, generated from the lane's artifacts (Markdown, HTML, loss curve)."""
-    name = lane.key("experiment_report")
+    key = lane.key("experiment_report")
 
     @dg.asset(
-        name=name,
+        name=key,
         deps=[SNAPSHOT, lane.key("lora_adapter"), lane.key("merged_model"), lane.key("benchmark_scores")],
         kinds={"markdown"},
-        description=experiment_report_asset.__doc__,
+        description=doc(experiment_report_asset),
         **lane_asset_args(lane),
     )
     def _asset(context: dg.AssetExecutionContext, artifacts: ArtifactStore) -> dg.MaterializeResult:
         adapter, merged = artifacts.upstream(lane.key("lora_adapter")), artifacts.upstream(lane.key("merged_model"))
-        passed, lines = _gates(lane, artifacts)
+        gated = _gated(lane, artifacts)
         summary: dict[str, Any] = read_json(adapter / "summary.json")
         inputs = ReportInputs(
             lane=lane,
@@ -216,24 +230,24 @@ def experiment_report_asset(lane: Lane) -> dg.AssetsDefinition:
             training=summary,
             losses=parse_logging(adapter / "logging.jsonl").losses,
             facts=read_json(artifacts.upstream(lane.key("training_env")) / "facts.json"),
-            scores=read_scores(lane, artifacts),
-            base=read_base_scores(lane, artifacts),
-            gate_lines=lines,
-            gates_passed=passed,
+            scores=gated.scores,
+            base=gated.base,
+            gate_lines=gated.lines,
+            gates_passed=gated.passed,
             merge_command=MergeRun(adapters=str(adapter / summary["checkpoint"]), output_dir=str(merged)).to_cli(),
             merged_path=str(merged),
         )
         text = experiment_report(inputs)
-        with artifacts.staging(name) as tmp:
+        with artifacts.staging(key) as tmp:
             (tmp / "report.md").write_text(text, encoding="utf-8")
             (tmp / "report.html").write_text(to_html(text, lane.swanlab.exp_name), encoding="utf-8")
             (tmp / "loss.svg").write_text(loss_svg(inputs.losses), encoding="utf-8")
-            final = commit(tmp, context.run.run_id[:8])
+            final = finalize(tmp, context.run.run_id[:8])
         return dg.MaterializeResult(
             metadata={
                 "path": dg.MetadataValue.path(str(final / "report.md")),
                 "html": dg.MetadataValue.path(str(final / "report.html")),
-                "gates_passed": passed,
+                "gates_passed": gated.passed,
                 "report": dg.MetadataValue.md(text),
             }
         )

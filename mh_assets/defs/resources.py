@@ -215,9 +215,10 @@ class EvalResource(dg.ConfigurableResource):
 
 
 def from_env(**variables: Any) -> dict[str, Any]:
-    """Resource fields bound to environment variables (a name, or ``dg.EnvVar.int(name)``), resolved when a run
-    starts; a variable that is not set leaves its field's default, so a machine without a hub token or a judge
-    still loads and runs."""
+    """Resource fields bound to environment variables (a name, or ``dg.EnvVar.int(name)``): a variable set where
+    the code location loads is bound as ``dg.EnvVar`` and its value read when each run starts (in the run's own
+    environment); one not set there leaves its field's default, so a machine without a hub token or a judge still
+    loads and runs."""
     out: dict[str, Any] = {}
     for field, var in variables.items():
         env = dg.EnvVar(var) if isinstance(var, str) else var

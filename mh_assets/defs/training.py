@@ -11,6 +11,7 @@ import dagster as dg
 
 from mh_assets.defs.common import (
     child_metadata,
+    doc,
     gpu_hint,
     gpu_pool,
     lane_asset_args,
@@ -24,7 +25,7 @@ from mh_assets.envcheck import Verdict, flash_attn_verdict, precision_verdict
 from mh_assets.lane import Lane
 from mh_assets.models import model_dir
 from mh_assets.recipes import MergeRun, SftRun
-from mh_assets.store import commit, hash_tree, tree_size
+from mh_assets.store import finalize, hash_tree, tree_size
 
 # what a checkpoint holds besides the adapter: training state that differs run to run
 TRAINING_STATE = ("optimizer", "rng_state", "scheduler", "trainer_state", "training_args", "args.json")
@@ -44,19 +45,19 @@ def _facts(lane: Lane, artifacts: ArtifactStore) -> dict[str, Any]:
 def training_env_asset(lane: Lane) -> dg.AssetsDefinition:
     """What this machine offers the lane's training (torch, CUDA, GPUs, bf16, flash-attn), seen by a child process
     with the lane's CUDA_VISIBLE_DEVICES."""
-    name = lane.key("training_env")
+    key = lane.key("training_env")
 
     @dg.asset(
-        name=name,
+        name=key,
         deps=[lane.key("base_model")],
         kinds={"python"},
-        description=training_env_asset.__doc__,
+        description=doc(training_env_asset),
         **lane_asset_args(lane),
     )
     def _asset(
         context: dg.AssetExecutionContext, pipes: ProcessGroupPipesClient, gpu: GpuResource, artifacts: ArtifactStore
     ) -> dg.MaterializeResult:
-        with artifacts.staging(name) as tmp:
+        with artifacts.staging(key) as tmp:
             inv = pipes.run(
                 context=context,
                 command=runner("probe_env"),
@@ -64,7 +65,7 @@ def training_env_asset(lane: Lane) -> dg.AssetsDefinition:
                 env=artifacts.child_env(gpu.devices_for(lane)),
             )
             version = settings_digest(read_json(tmp / "facts.json"))
-            commit(tmp, version)
+            finalize(tmp, version)
         return dg.MaterializeResult(data_version=dg.DataVersion(version), metadata=child_metadata(inv))
 
     return _asset
@@ -99,15 +100,15 @@ def training_env_checks(lane: Lane) -> list[dg.AssetChecksDefinition]:
 
 def lora_adapter_asset(lane: Lane) -> dg.AssetsDefinition:
     """LoRA SFT of the base model on the dataset snapshot with ms-swift, reported to SwanLab."""
-    name = lane.key("lora_adapter")
+    key = lane.key("lora_adapter")
 
     @dg.asset(
-        name=name,
+        name=key,
         deps=[SNAPSHOT, lane.key("base_model"), lane.key("training_env")],
         pool=gpu_pool(lane),
         code_version=settings_digest(dataclasses.asdict(lane.sft)),
         kinds={"pytorch"},
-        description=lora_adapter_asset.__doc__,
+        description=doc(lora_adapter_asset),
         **lane_asset_args(lane),
     )
     def _asset(
@@ -132,7 +133,7 @@ def lora_adapter_asset(lane: Lane) -> dg.AssetsDefinition:
         )
         devices = gpu.devices_for(lane)
         swanlab_cfg = swanlab.run_config(lane, dataclasses.asdict(recipe), artifacts.store.root)
-        with artifacts.staging(name) as tmp:
+        with artifacts.staging(key) as tmp:
             run = SftRun(
                 model=str(base),
                 dataset=str(snapshot / "train.jsonl"),
@@ -158,7 +159,7 @@ def lora_adapter_asset(lane: Lane) -> dg.AssetsDefinition:
             command = dataclasses.replace(run, output_dir=str(tmp.parent / folder)).to_cli(devices)
             summary = {k: v.value for k, v in metadata.items()} | {"checkpoint": checkpoint, "command": command}
             (tmp / "summary.json").write_text(json.dumps(summary, ensure_ascii=False, indent=2), encoding="utf-8")
-            final = commit(tmp, folder)
+            final = finalize(tmp, folder)
         return dg.MaterializeResult(
             data_version=dg.DataVersion(version),
             metadata={
@@ -174,14 +175,14 @@ def lora_adapter_asset(lane: Lane) -> dg.AssetsDefinition:
 
 def merged_model_asset(lane: Lane) -> dg.AssetsDefinition:
     """The adapter merged into its base model by ``swift export`` (safetensors, 2GB shards)."""
-    name = lane.key("merged_model")
+    key = lane.key("merged_model")
 
     @dg.asset(
-        name=name,
+        name=key,
         deps=[lane.key("lora_adapter")],
         pool=gpu_pool(lane),
         kinds={"pytorch", "safetensors"},
-        description=merged_model_asset.__doc__,
+        description=doc(merged_model_asset),
         **lane_asset_args(lane),
     )
     def _asset(
@@ -191,7 +192,7 @@ def merged_model_asset(lane: Lane) -> dg.AssetsDefinition:
         checkpoint = adapter / "last-checkpoint"
         if not checkpoint.exists():
             raise dg.Failure(description=f"{adapter} holds no last-checkpoint: the training run did not finish")
-        with artifacts.staging(name) as tmp:
+        with artifacts.staging(key) as tmp:
             tmp.rmdir()  # swift export silently skips saving into an existing folder
             run = MergeRun(
                 adapters=str(checkpoint.resolve()), output_dir=str(tmp), device_map=None if lane.gpu.required else "cpu"
@@ -208,7 +209,7 @@ def merged_model_asset(lane: Lane) -> dg.AssetsDefinition:
                 env=artifacts.child_env(gpu.devices_for(lane)),
             )
             version = hash_tree(tmp, exclude=("args.json",))
-            final = commit(tmp, version[:16])
+            final = finalize(tmp, version[:16])
         files, size = tree_size(final)
         return dg.MaterializeResult(
             data_version=dg.DataVersion(version),
