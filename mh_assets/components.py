@@ -19,7 +19,8 @@ class LaneComponent(Lane, dg.Component, dg.Resolvable):
     base and fine-tuned scores with their gates, safety review, hub upload and experiment report."""
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
-        lane = Lane.model_validate(self.model_dump())
+        # only what the file set: a full dump would mark every recipe field as set, overriding the named recipe
+        lane = Lane.model_validate(self.model_dump(exclude_unset=True))
         builders = (
             base_model_asset,
             training_env_asset,

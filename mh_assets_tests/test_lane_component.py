@@ -119,3 +119,17 @@ def test_a_null_override_clears_the_named_recipes_value(tmp_path: Path):
     recipe = load_lane(path).sft
     assert recipe.attn_impl is None and recipe.packing is False and not recipe.needs_flash_attn
     assert recipe.max_length == RECIPES["runbook_7b"].max_length  # what the file leaves out is the named recipe's
+
+
+def test_the_component_builds_the_same_recipe_as_the_lane_file():
+    """What trains (the code version of lora_adapter_<lane>) is the recipe the lane file states, for every lane."""
+    import dataclasses
+
+    import dagster as dg
+
+    from mh_assets import defs
+    from mh_assets.defs.common import settings_digest
+
+    for name, lane in load_lanes().items():
+        key = dg.AssetKey(f"lora_adapter_{name}")
+        assert defs.resolve_assets_def(key).code_versions_by_key[key] == settings_digest(dataclasses.asdict(lane.sft))
