@@ -1,9 +1,10 @@
 """The evaluation suite: shipped benchmark files, their conversion for EvalScope, scoring, and the gates.
 
 Benchmarks (runbook formats, one JSON object per line):
-- ``pceb_mcq``: ``{"id","question","choices":[...],"answer":"B"}`` (multi-answer ``"B,C"``); EvalScope
-  ``general_mcq`` with ``multiple_correct``. ``partial_credit`` per question is 0 if any predicted letter is wrong,
-  else |predicted ∩ gold| / |gold| (an unparseable answer scores 0); ``exact_match`` is the share scoring 1.
+- ``pceb_mcq``: ``{"id","question","choices":[...],"answer":"B"}`` (multi-answer ``"B,C"`` or ``"BC"``); asked
+  through EvalScope ``general_qa`` with the single- or multiple-answer instruction of ``mh_assets.exam``, the reply
+  read as people write answers. ``partial_credit`` per question is 0 if any chosen letter is wrong, else
+  |chosen ∩ gold| / |gold|; ``exact_match`` is the share scoring 1; ``unparsed`` the share with no readable answer.
 - ``psyqa``: ``{"id","question","answer","key_points":["a|b", ...]}``; EvalScope ``general_qa`` generates. Rouge-1,
   Rouge-L (F) and BLEU-4 (smoothing method 1) on jieba-segmented text; ``keypoint_hit`` is the share of key points
   covered, a key point being covered when any of its ``|``-separated phrases occurs verbatim in the answer (NFC,
@@ -11,6 +12,10 @@ Benchmarks (runbook formats, one JSON object per line):
 - ``safety``: ``{"id","category","risk","prompt","safe_response"}`` (or ``"messages"`` for a multi-turn escalation,
   ending with the user's turn). Each reply gets a verdict, ``pass``, ``fail`` or ``critical``, from the deterministic
   screen (``mh_assets.safety``) and, when configured, a safety judge (``mh_assets.judge``); the stricter one stands.
+
+Every figure ``f`` comes with ``f_ci95`` (Wilson for shares, a fixed-seed bootstrap for means) and every benchmark
+keeps its per-item values (``items``, or ``probes`` for safety), so base and fine-tuned models are compared item by
+item (``comparison_rows``: delta, its interval, a paired p-value).
 
 Plain module: no dagster, no torch (jieba, rouge_chinese and nltk are imported on use).
 """
@@ -25,19 +30,18 @@ import unicodedata
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from mh_assets.exam import LETTERS, MULTIPLE, SINGLE, exam_prompt, gold_letters, item_score, parse_answer
 from mh_assets.judge import judge_summary
 from mh_assets.safety import Screen, load_screen, stricter
-from mh_assets.stats import wilson_interval
+from mh_assets.stats import bootstrap_interval, paired_comparison, wilson_interval
 from mh_assets.yamlio import YamlError, load_yaml, parse_as
 
 EVAL_DATA = Path(__file__).parent / "data" / "eval"
 SUITE = {name: EVAL_DATA / f"{name}.jsonl" for name in ("pceb_mcq", "psyqa", "safety")}
-LETTERS = "ABCDEFGHIJ"
-_ANSWER = re.compile(r"^[A-J](,[A-J])*$")
 REQUIRED_KEYS = {
     "pceb_mcq": {"question", "choices", "answer"},
     "psyqa": {"question", "answer", "key_points"},
@@ -96,14 +100,13 @@ def load_benchmark(name: str, path: Path) -> list[dict[str, Any]]:
         if name == "safety":
             _check_safety_probe(row, at)
         if name == "pceb_mcq":
-            choices, answer = row["choices"], str(row["answer"]).replace(" ", "")
+            choices = row["choices"]
             if not isinstance(choices, list) or not 2 <= len(choices) <= len(LETTERS):
                 raise ValueError(f"{at}: field 'choices' must be a list of 2-{len(LETTERS)} options")
-            if not _ANSWER.match(answer) or any(LETTERS.index(a) >= len(choices) for a in answer.split(",")):
-                raise ValueError(
-                    f"{at}: field 'answer' must be letters of the choices like 'B' or 'B,C', got {answer!r}"
-                )
-            row["answer"] = answer
+            try:
+                row["answer"] = ",".join(sorted(gold_letters(str(row["answer"]), len(choices))))
+            except ValueError as exc:
+                raise ValueError(f"{at}: field 'answer': {exc}") from None
     return [row for _, row in rows]
 
 
@@ -129,17 +132,10 @@ def suite_hash(files: dict[str, Path]) -> str:
     return digest.hexdigest()
 
 
-def to_general_mcq(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """EvalScope ``general_mcq`` rows; answers are lists so multi-answer items score with ``multiple_correct``."""
-    return [
-        {
-            "id": row.get("id", str(i)),
-            "question": row["question"],
-            **dict(zip(LETTERS, row["choices"], strict=False)),
-            "answer": row["answer"].split(","),
-        }
-        for i, row in enumerate(rows)
-    ]
+def to_exam_qa(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """EvalScope ``general_qa`` rows for an exam: the instruction, question and lettered choices in one user turn
+    (EvalScope adds no template to ``messages``); the reference is the answer key."""
+    return [{"messages": [{"role": "user", "content": exam_prompt(row)}], "answer": row["answer"]} for row in rows]
 
 
 def to_general_qa(name: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -152,12 +148,45 @@ def to_general_qa(name: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]
 # ---- scoring ------------------------------------------------------------------------------------------------
 
 
-def mcq_scores(per_sample: list[float]) -> dict[str, float | int]:
-    n = len(per_sample)
+def _share(k: int, n: int) -> tuple[float, list[float]]:
+    lo, hi = wilson_interval(k, n)
+    return (k / n if n else 0.0), [round(lo, 4), round(hi, 4)]
+
+
+def _mean(values: list[float]) -> tuple[float, list[float]]:
+    lo, hi = bootstrap_interval(values)
+    return (sum(values) / len(values) if values else 0.0), [round(lo, 4), round(hi, 4)]
+
+
+def mcq_scores(rows: list[dict[str, Any]], replies: list[str]) -> dict[str, Any]:
+    """Exact match, partial credit and the share of unreadable replies, each with its interval, and every item."""
+    items = []
+    for i, (row, reply) in enumerate(zip(rows, replies, strict=True)):
+        gold = gold_letters(row["answer"], len(row["choices"]))
+        chosen = parse_answer(reply, len(row["choices"]))
+        exact, partial = item_score(chosen, gold)
+        items.append({
+            "id": row.get("id", str(i)),
+            "gold": "".join(sorted(gold)),
+            "chosen": "".join(sorted(chosen)) if chosen else None,
+            "exact_match": exact,
+            "partial_credit": partial,
+            "unparsed": 0.0 if chosen else 1.0,
+            "reply": reply,
+        })  # fmt: skip
+    n = len(items)
+    exact, exact_ci = _share(sum(int(it["exact_match"]) for it in items), n)
+    partial, partial_ci = _mean([it["partial_credit"] for it in items])
+    unparsed, unparsed_ci = _share(sum(int(it["unparsed"]) for it in items), n)
     return {
         "n": n,
-        "exact_match": sum(1 for s in per_sample if s >= 1.0) / n if n else 0.0,
-        "partial_credit": sum(per_sample) / n if n else 0.0,
+        "exact_match": exact,
+        "exact_match_ci95": exact_ci,
+        "partial_credit": partial,
+        "partial_credit_ci95": partial_ci,
+        "unparsed": unparsed,
+        "unparsed_ci95": unparsed_ci,
+        "items": items,
     }
 
 
@@ -185,24 +214,42 @@ def text_overlap(prediction: str, reference: str) -> dict[str, float]:
     return {"rouge1": rouge["rouge-1"]["f"], "rougeL": rouge["rouge-l"]["f"], "bleu4": float(bleu)}
 
 
+PSYQA_FIGURES = ("rouge1", "rougeL", "bleu4", "keypoint_hit")
+
+
 def psyqa_scores(rows: list[dict[str, Any]], predictions: list[str]) -> dict[str, Any]:
-    per = []
-    for row, pred in zip(rows, predictions, strict=True):
+    items = []
+    for i, (row, pred) in enumerate(zip(rows, predictions, strict=True)):
         hits = keypoints_hit(pred, row["key_points"])
-        per.append({**text_overlap(pred, row["answer"]), "keypoint_hit": sum(hits) / len(hits) if hits else 0.0})
-    n = len(per)
-    means = {k: sum(p[k] for p in per) / n if n else 0.0 for k in ("rouge1", "rougeL", "bleu4", "keypoint_hit")}
-    return {"n": n, **means}
+        items.append({
+            "id": row.get("id", str(i)),
+            **text_overlap(pred, row["answer"]),
+            "keypoint_hit": sum(hits) / len(hits) if hits else 0.0,
+        })  # fmt: skip
+    result: dict[str, Any] = {"n": len(items)}
+    for figure in PSYQA_FIGURES:
+        result[figure], result[f"{figure}_ci95"] = _mean([it[figure] for it in items])
+    return {**result, "items": items}
+
+
+def evaluation_settings(target: dict[str, Any], suite_sha256: str, ex: dict[str, Any]) -> dict[str, Any]:
+    """Everything besides the model that decides a score: what two sets of scores must share to be compared."""
+    safety_judge = ex.get("safety_judge")
+    return {
+        "suite_sha256": suite_sha256,
+        "limits": dict(sorted((ex.get("limits") or {}).items())),
+        "mode": target["mode"],
+        "backend": target.get("backend"),
+        "max_tokens": ex["max_tokens"],
+        "judge": ex.get("judge"),
+        "safety_judge": safety_judge,
+        "prompts": hashlib.sha256((SINGLE + MULTIPLE).encode()).hexdigest()[:12],
+    }
 
 
 def scores_version(scores: dict[str, Any]) -> str:
     """The data version of a set of scores: what a human review is bound to."""
     return hashlib.sha256(json.dumps(scores["benchmarks"], sort_keys=True, default=str).encode()).hexdigest()[:12]
-
-
-def _rate(k: int, n: int) -> tuple[float, list[float]]:
-    lo, hi = wilson_interval(k, n)
-    return (k / n if n else 0.0), [round(lo, 4), round(hi, 4)]
 
 
 def safety_scores(
@@ -235,8 +282,8 @@ def safety_scores(
         )
     n = len(probes)
     count = Counter(p["verdict"] for p in probes)
-    pass_rate, pass_ci = _rate(count["pass"], n)
-    referral_rate, referral_ci = _rate(sum(p["referral"] for p in probes), n)
+    pass_rate, pass_ci = _share(count["pass"], n)
+    referral_rate, referral_ci = _share(sum(p["referral"] for p in probes), n)
     by_category: dict[str, dict[str, int]] = {}
     for p in probes:
         cell = by_category.setdefault(p["category"] or "", {"n": 0, "pass": 0, "fail": 0, "critical": 0})
@@ -304,10 +351,21 @@ class SafetyGate(_Strict):
         return value
 
 
+class Minimum(_Strict):
+    """A minimum on the point estimate, or on the lower end of the figure's 95% interval."""
+
+    value: float
+    on: Literal["point", "lower_bound"] = "point"
+
+
 class Gates(_Strict):
     """A lane's publication gates. Metrics are ``<benchmark>.<figure>`` as in scores.json."""
 
-    minimum: dict[str, float] = Field(default={}, description="Metric -> lowest acceptable value (unmeasured fails).")
+    minimum: dict[str, float | Minimum] = Field(
+        default={},
+        description="Metric -> lowest acceptable value (on the point estimate), or {value, on: point|lower_bound}; "
+        "a metric that was not measured fails.",
+    )
     no_regression: dict[str, float] = Field(
         default={}, description="Metric -> largest allowed drop below the base model (base_scores_<lane>)."
     )
@@ -337,40 +395,121 @@ def gates_for(lane: str, own: Gates) -> dict[str, Any]:
     return own.model_dump()
 
 
+def _result(scores: dict[str, Any] | None, bench: str) -> dict[str, Any]:
+    result = (scores or {}).get("benchmarks", {}).get(bench) or {}
+    return {} if result.get("skipped") or not result.get("n") else result
+
+
 def metric(scores: dict[str, Any], dotted: str) -> float | None:
     """``scores["benchmarks"]["pceb_mcq"]["partial_credit"]`` for ``"pceb_mcq.partial_credit"``; None if not run."""
     bench, _, name = dotted.partition(".")
-    result = scores.get("benchmarks", {}).get(bench) or {}
-    if result.get("skipped") or not result.get("n"):
+    value = _result(scores, bench).get(name)
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def interval(scores: dict[str, Any], dotted: str) -> tuple[float, float] | None:
+    """The figure's 95% interval (``<figure>_ci95``), None if the scores carry none."""
+    bench, _, name = dotted.partition(".")
+    found = _result(scores, bench).get(f"{name}_ci95")
+    return (float(found[0]), float(found[1])) if isinstance(found, list) and len(found) == 2 else None
+
+
+def item_values(result: dict[str, Any], figure: str) -> dict[str, float] | None:
+    """A figure's value on every item, by item id (safety: a probe passes, or its reply refers); None if the
+    scores keep no items for it."""
+    items = result.get("items") or []
+    if items and figure in items[0]:
+        return {str(it["id"]): float(it[figure]) for it in items}
+    probes = result.get("probes") or []
+    if probes and figure == "pass_rate":
+        return {str(p["id"]): float(p["verdict"] == "pass") for p in probes}
+    if probes and figure == "referral_rate":
+        return {str(p["id"]): float(bool(p["referral"])) for p in probes}
+    return None
+
+
+def paired(scores: dict[str, Any], base: dict[str, Any], dotted: str) -> dict[str, Any] | None:
+    """Fine-tuned minus base on the items both were scored on: delta, delta_ci95, p_value, n; None if either
+    keeps no items for the figure or they share none."""
+    bench, _, figure = dotted.partition(".")
+    tuned, before = item_values(_result(scores, bench), figure), item_values(_result(base, bench), figure)
+    common = sorted(set(tuned) & set(before)) if tuned is not None and before is not None else []
+    if not common:
         return None
-    value = result.get(name)
-    return float(value) if isinstance(value, (int, float)) else None
+    return paired_comparison([before[i] for i in common], [tuned[i] for i in common])
 
 
-def check_minimums(scores: dict[str, Any], minimums: dict[str, float]) -> tuple[bool, list[str]]:
-    """Every configured minimum is met; a benchmark with a minimum that did not run fails."""
+# What must match for two sets of scores to be compared (the model itself may differ, nothing else).
+SETTINGS = ("suite_sha256", "limits", "mode", "backend", "max_tokens", "judge", "safety_judge", "prompts")
+
+
+def settings_differences(scores: dict[str, Any], base: dict[str, Any]) -> list[str]:
+    """How the two sets of scores were produced differently, one line per setting; empty when comparable."""
+    tuned, before = scores.get("settings"), base.get("settings")
+    if tuned is None or before is None:
+        return ["one set of scores records no evaluation settings (evaluated by an older version)"]
+    return [
+        f"{key}: base {before.get(key)!r}, fine-tuned {tuned.get(key)!r}"
+        for key in SETTINGS
+        if before.get(key) != tuned.get(key)
+    ]
+
+
+def check_minimums(scores: dict[str, Any], minimums: dict[str, Any]) -> tuple[bool, list[str]]:
+    """Every configured minimum is met, on the point estimate or on the lower end of the figure's interval; a
+    benchmark with a minimum that did not run fails."""
     problems, fine = [], []
-    for name, minimum in sorted(minimums.items()):
-        value = metric(scores, name)
+    for name, spec in sorted(minimums.items()):
+        minimum, on = (spec["value"], spec["on"]) if isinstance(spec, dict) else (spec, "point")
+        value, bounds = metric(scores, name), interval(scores, name)
         if value is None:
             problems.append(f"{name}: has a minimum of {minimum} but was not run")
-        else:
-            (fine if value >= minimum else problems).append(f"{name} {value:.3f} (minimum {minimum})")
+            continue
+        shown = f"{name} {value:.3f}" + (f" (95% CI {bounds[0]:.3f}-{bounds[1]:.3f})" if bounds else "")
+        if on == "lower_bound" and bounds is None:
+            problems.append(
+                f"{shown}: the minimum {minimum} applies to the lower bound, but the figure has no interval"
+            )
+            continue
+        judged = bounds[0] if on == "lower_bound" and bounds else value
+        line = f"{shown}, minimum {minimum} on the {'lower bound' if on == 'lower_bound' else 'point estimate'}"
+        (fine if judged >= minimum else problems).append(line)
     return not problems, problems + fine
 
 
 def check_regression(
     scores: dict[str, Any], base: dict[str, Any], tolerances: dict[str, float]
 ) -> tuple[bool, list[str]]:
-    """No metric drops below the base model's by more than its tolerance."""
+    """No gated figure drops below the base model's by more than its tolerance, judged item by item: the gate
+    blocks when the whole 95% interval of the paired difference lies below minus the tolerance (a real drop), not
+    when the point estimate dips by noise. Scores produced with different settings are not compared."""
+    if not tolerances:
+        return True, ["no regression gate on this lane"]
+    differences = settings_differences(scores, base)
+    if differences:
+        return False, [
+            "not comparable: the base and fine-tuned scores were produced differently ("
+            + "; ".join(differences)
+            + "): evaluate both with the same settings"
+        ]
     problems, fine = [], []
     for name, tolerance in sorted(tolerances.items()):
-        tuned, before = metric(scores, name), metric(base, name)
-        if tuned is None or before is None:
-            problems.append(f"{name}: not measured on {'the fine-tuned' if tuned is None else 'the base'} model")
+        tuned, before, compared = metric(scores, name), metric(base, name), paired(scores, base, name)
+        if tuned is None or before is None or compared is None:
+            which = "the fine-tuned" if tuned is None else "the base" if before is None else "both models item by item"
+            problems.append(f"{name}: not measured on {which}")
             continue
-        line = f"{name} {tuned:.3f} vs base {before:.3f} (delta {tuned - before:+.3f}, tolerance {tolerance})"
-        (fine if tuned >= before - tolerance else problems).append(line)
+        lo, hi = compared["delta_ci95"]
+        line = (
+            f"{name} {tuned:.3f} vs base {before:.3f}: delta {compared['delta']:+.3f} (95% CI {lo:+.3f} to "
+            f"{hi:+.3f}, p={compared['p_value']:.3g}, {compared['n']} items), tolerance {tolerance}"
+        )
+        if hi < -tolerance:
+            problems.append(f"{line}: a real drop")
+        elif lo < -tolerance:
+            fine.append(f"{line}: no drop shown, though too few items to rule one out")
+        else:
+            fine.append(line)
     return not problems, problems + fine
 
 
@@ -432,7 +571,8 @@ def check_safety(
 
 
 def comparison_rows(scores: dict[str, Any], base: dict[str, Any] | None) -> list[dict[str, Any]]:
-    """benchmark | samples | metric | fine-tuned | base | delta, for every numeric metric."""
+    """benchmark | samples | metric | fine-tuned | base | delta, for every numeric figure, with the intervals of
+    both figures and, where both keep their items, the paired delta's interval and p-value."""
     rows = []
     for bench, result in sorted(scores.get("benchmarks", {}).items()):
         if result.get("skipped"):
@@ -441,15 +581,21 @@ def comparison_rows(scores: dict[str, Any], base: dict[str, Any] | None) -> list
         for name, value in result.items():
             if name == "n" or not isinstance(value, (int, float)) or isinstance(value, bool):
                 continue
-            before = metric(base or {}, f"{bench}.{name}")
+            dotted = f"{bench}.{name}"
+            before = metric(base or {}, dotted)
+            compared = paired(scores, base, dotted) if base else None
             rows.append(
                 {
                     "benchmark": bench,
                     "samples": result.get("n", 0),
                     "metric": name,
                     "fine_tuned": float(value),
+                    "fine_tuned_ci95": interval(scores, dotted),
                     "base": before,
-                    "delta": None if before is None else float(value) - before,
+                    "base_ci95": interval(base or {}, dotted),
+                    "delta": compared["delta"] if compared else None if before is None else float(value) - before,
+                    "delta_ci95": compared["delta_ci95"] if compared else None,
+                    "p_value": compared["p_value"] if compared else None,
                 }
             )
     return rows
@@ -467,18 +613,29 @@ def gate_verdicts(
 
 
 def comparison_table(rows: list[dict[str, Any]]) -> str:
-    """``comparison_rows`` as Markdown: benchmark | samples | metric | fine-tuned | base | delta."""
+    """``comparison_rows`` as Markdown; a paired delta whose interval holds 0 is marked "no difference shown"."""
 
-    def fmt(value: float | None, signed: bool = False) -> str:
-        return "" if value is None else f"{value:+.3f}" if signed else f"{value:.3f}"
+    def fmt(value: float | None, ci: Any = None, signed: bool = False) -> str:
+        if value is None:
+            return ""
+        text = f"{value:+.3f}" if signed else f"{value:.3f}"
+        if ci:
+            text += f" [{ci[0]:+.3f}, {ci[1]:+.3f}]" if signed else f" [{ci[0]:.3f}, {ci[1]:.3f}]"
+        return text
 
-    lines = ["| benchmark | samples | metric | fine-tuned | base | delta |", "|---|---:|---|---:|---:|---:|"]
+    lines = [
+        "| benchmark | samples | metric | fine-tuned [95% CI] | base [95% CI] | delta [95% CI] | p | |",
+        "|---|---:|---|---:|---:|---:|---:|---|",
+    ]
     for r in rows:
         if r["metric"] == "skipped":
-            lines.append(f"| {r['benchmark']} | 0 | skipped: {r['note']} | | | |")
-        else:
-            lines.append(
-                f"| {r['benchmark']} | {r['samples']} | {r['metric']} | {fmt(r['fine_tuned'])} | {fmt(r['base'])} "
-                f"| {fmt(r['delta'], signed=True)} |"
-            )
+            lines.append(f"| {r['benchmark']} | 0 | skipped: {r['note']} | | | | | |")
+            continue
+        ci, p = r["delta_ci95"], r["p_value"]
+        verdict = "" if ci is None else "no difference shown" if ci[0] <= 0 <= ci[1] else "difference"
+        lines.append(
+            f"| {r['benchmark']} | {r['samples']} | {r['metric']} | {fmt(r['fine_tuned'], r['fine_tuned_ci95'])} "
+            f"| {fmt(r['base'], r['base_ci95'])} | {fmt(r['delta'], ci, signed=True)} "
+            f"| {'' if p is None else f'{p:.3g}'} | {verdict} |"
+        )
     return "\n".join(lines)

@@ -20,7 +20,6 @@ from typing import Any, TypeVar
 from mh_assets.store import Store, finalize, tree_size
 
 PROVENANCE = "mh_assets.json"
-TARGETS = ("local", "modelscope", "huggingface")
 NOT_RETRYABLE = {400, 401, 403, 404, 409, 422}
 T = TypeVar("T")
 

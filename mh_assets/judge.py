@@ -21,7 +21,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from mh_assets.stats import cohen_kappa
+from mh_assets.stats import bootstrap_interval, cohen_kappa
 
 DIMENSIONS = ("EmoE", "CogE", "Con.", "Sta.", "Saf.")
 ALIASES = {
@@ -126,7 +126,8 @@ def chat(
 
 
 def judge_answers(base_url: str, model: str, pairs: list[tuple[str, str]], api_key: str = "EMPTY") -> dict[str, Any]:
-    """Mean score per dimension over the answers the judge's replies could be read for."""
+    """Mean score per dimension (with its bootstrap 95% interval) over the answers the judge's replies could be read
+    for."""
     parsed, unreadable = [], 0
     for question, answer in pairs:
         scores = parse_judgement(chat(base_url, model, judge_messages(question, answer), api_key))
@@ -134,8 +135,12 @@ def judge_answers(base_url: str, model: str, pairs: list[tuple[str, str]], api_k
             unreadable += 1
         else:
             parsed.append(scores)
-    means = {d: sum(s[d] for s in parsed) / len(parsed) for d in DIMENSIONS} if parsed else {}
-    return {"n": len(parsed), "unreadable": unreadable, "judge": model, **means}
+    figures: dict[str, Any] = {}
+    for d in DIMENSIONS if parsed else ():
+        values = [float(s[d]) for s in parsed]
+        lo, hi = bootstrap_interval(values)
+        figures[d], figures[f"{d}_ci95"] = sum(values) / len(values), [round(lo, 4), round(hi, 4)]
+    return {"n": len(parsed), "unreadable": unreadable, "judge": model, **figures}
 
 
 # ---- safety verdicts ------------------------------------------------------------------------------------------

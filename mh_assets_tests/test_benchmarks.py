@@ -10,22 +10,25 @@ from mh_assets.benchmarks import (
     check_minimums,
     check_regression,
     comparison_rows,
+    comparison_table,
     gate_verdicts,
     keypoints_hit,
     load_benchmark,
     mcq_scores,
     suite_files,
     text_overlap,
-    to_general_mcq,
+    to_exam_qa,
 )
+from mh_assets.exam import MULTIPLE, SINGLE
 from mh_assets.lane import load_lanes
 
 
 def test_shipped_suite_sizes():
     mcq = load_benchmark("pceb_mcq", SUITE["pceb_mcq"])
     assert len(mcq) >= 60 and sum("," in r["answer"] for r in mcq) >= 15
-    multi = next(r for r in to_general_mcq(mcq) if len(r["answer"]) > 1)
-    assert set(multi) >= {"id", "question", "A", "B", "C", "D", "answer"}
+    prompts = [r["messages"][0]["content"] for r in to_exam_qa(mcq)]
+    assert sum(p.startswith(MULTIPLE) for p in prompts) == sum("," in r["answer"] for r in mcq)
+    assert sum(p.startswith(SINGLE) for p in prompts) == sum("," not in r["answer"] for r in mcq)
     psyqa = load_benchmark("psyqa", SUITE["psyqa"])
     assert len(psyqa) >= 20 and all(2 <= len(r["key_points"]) <= 5 for r in psyqa)
     assert all(all(keypoints_hit(r["answer"], r["key_points"])) for r in psyqa)  # each reference covers its points
@@ -41,7 +44,7 @@ def test_malformed_rows_name_file_row_and_rule(tmp_path: Path):
         + json.dumps({"question": "q", "choices": ["a", "b"], "answer": "C"})
         + "\n"
     )
-    with pytest.raises(ValueError, match=r"exam.jsonl:2: field 'answer' must be letters"):
+    with pytest.raises(ValueError, match=r"exam.jsonl:2: field 'answer': answer must be letters of the 2 choices"):
         load_benchmark("pceb_mcq", path)
     path.write_text('\n{"question": "q"}\n')
     with pytest.raises(ValueError, match=r"exam.jsonl:2: missing field\(s\) \['answer', 'key_points'\]"):
@@ -50,9 +53,15 @@ def test_malformed_rows_name_file_row_and_rule(tmp_path: Path):
         suite_files({"mmlu": str(path)})
 
 
-def test_mcq_scores_exact_and_partial():
-    assert mcq_scores([1.0, 0.5, 0.0, 1.0]) == {"n": 4, "exact_match": 0.5, "partial_credit": 0.625}
-    assert mcq_scores([]) == {"n": 0, "exact_match": 0.0, "partial_credit": 0.0}
+def test_mcq_scores_read_answers_as_people_write_them():
+    rows = [{"id": f"q{i}", "question": "q", "choices": ["a", "b", "c", "d"], "answer": key} for i, key in
+            enumerate(["C", "A", "B", "A,B,D", "A,B,D", "A,B,D", "B", "A,C"])]  # fmt: skip
+    replies = ["答案：c", "我选 A。", "答案：Ｂ", "答案：A、B 和 D", "选 A、B、D", "答案是ABD", "不太确定", "答案：A"]
+    scores = mcq_scores(rows, replies)
+    assert scores["n"] == 8 and scores["exact_match"] == 6 / 8 and scores["unparsed"] == 1 / 8
+    assert scores["partial_credit"] == pytest.approx((6 + 0 + 0.5) / 8)
+    assert [it["chosen"] for it in scores["items"]][-2:] == [None, "A"]
+    assert mcq_scores([], [])["n"] == 0
 
 
 def test_keypoints_and_overlap():
@@ -68,23 +77,71 @@ def test_keypoints_and_overlap():
     assert text_overlap("", "参考答案") == {"rouge1": 0.0, "rougeL": 0.0, "bleu4": 0.0}
 
 
-def _scores(mcq: float, keypoint: float = 0.5) -> dict:
-    return {
-        "benchmarks": {
-            "pceb_mcq": {"n": 10, "exact_match": mcq, "partial_credit": mcq},
-            "psyqa": {"n": 5, "keypoint_hit": keypoint, "rougeL": 0.2},
-            "ceval": {"skipped": "no mirror"},
-        }
-    }
+SETTINGS = {
+    "suite_sha256": "s", "limits": {}, "mode": "local", "backend": None, "max_tokens": 48, "judge": None,
+    "safety_judge": None, "prompts": "p",
+}  # fmt: skip
+QUESTION = {"question": "下列哪项正确？", "choices": ["甲", "乙", "丙", "丁"], "answer": "A"}
 
 
-def test_gates():
-    assert check_minimums(_scores(0.7), {"pceb_mcq.partial_credit": 0.6})[0]
-    passed, lines = check_minimums(_scores(0.5), {"pceb_mcq.partial_credit": 0.6, "ceval.accuracy": 0.3})
-    assert not passed and "ceval.accuracy: has a minimum of 0.3 but was not run" in lines
-    passed, lines = check_regression(_scores(0.55), _scores(0.6), {"pceb_mcq.partial_credit": 0.02})
-    assert not passed and "delta -0.050" in lines[0]
-    assert check_regression(_scores(0.59), _scores(0.6), {"pceb_mcq.partial_credit": 0.02})[0]
+def _exam_scores(right: list[bool], **settings) -> dict:
+    """Scores of a model answering 'A' (right) or 'B' (wrong) to questions whose key is A, written as people do."""
+    rows = [{**QUESTION, "id": f"q{i}"} for i in range(len(right))]
+    replies = ["答案：A" if ok else "我选 B。" for ok in right]
+    return {"benchmarks": {"pceb_mcq": mcq_scores(rows, replies)}, "settings": {**SETTINGS, **settings}}
+
+
+def _flip(right: list[bool], down: int, up: int) -> list[bool]:
+    """``right`` with ``down`` right answers turned wrong and ``up`` wrong answers turned right."""
+    out, rights, wrongs = list(right), [i for i, r in enumerate(right) if r], [i for i, r in enumerate(right) if not r]
+    for i in rights[:down]:
+        out[i] = False
+    for i in wrongs[:up]:
+        out[i] = True
+    return out
+
+
+BASE = [i % 9 != 0 and i % 4 != 0 for i in range(90)]  # 60 of 90 right
+TOLERANCE = {"pceb_mcq.exact_match": 0.02}
+
+
+def test_noise_only_pairs_pass_the_regression_gate():
+    """20 answers flipping both ways (and an unlucky 11 down / 9 up, a point estimate 0.022 lower) are noise."""
+    base = _exam_scores(BASE)
+    for down, up in ((10, 10), (11, 9), (12, 8)):
+        passed, lines = check_regression(_exam_scores(_flip(BASE, down, up)), base, TOLERANCE)
+        assert passed, lines
+        assert "95% CI" in lines[0] and "p=" in lines[0]
+
+
+def test_a_real_drop_blocks():
+    passed, lines = check_regression(_exam_scores(_flip(BASE, 25, 2)), _exam_scores(BASE), TOLERANCE)
+    assert not passed and lines[0].endswith("a real drop")
+
+
+def test_scores_produced_differently_are_not_compared():
+    passed, lines = check_regression(_exam_scores(BASE, max_tokens=512), _exam_scores(BASE), TOLERANCE)
+    assert not passed and "not comparable" in lines[0] and "max_tokens: base 48, fine-tuned 512" in lines[0]
+    passed, lines = check_regression(_exam_scores(BASE), {**_exam_scores(BASE), "settings": None}, TOLERANCE)
+    assert not passed and "records no evaluation settings" in lines[0]
+
+
+def test_minimums_on_the_point_or_on_the_lower_bound():
+    scores = _exam_scores(BASE)  # 60/90 = 0.667, Wilson 95% CI about 0.564-0.756
+    assert check_minimums(scores, {"pceb_mcq.exact_match": 0.65})[0]
+    passed, lines = check_minimums(scores, {"pceb_mcq.exact_match": {"value": 0.65, "on": "lower_bound"}})
+    assert not passed and "minimum 0.65 on the lower bound" in lines[0] and "95% CI 0.5" in lines[0]
+
+
+def test_every_figure_has_an_interval_and_comparisons_are_paired():
+    tuned, base = _exam_scores(_flip(BASE, 0, 20)), _exam_scores(BASE)
+    exam = tuned["benchmarks"]["pceb_mcq"]
+    for figure in ("exact_match", "partial_credit", "unparsed"):
+        lo, hi = exam[f"{figure}_ci95"]
+        assert lo <= exam[figure] <= hi
+    row = next(r for r in comparison_rows(tuned, base) if r["metric"] == "exact_match")
+    assert row["delta"] == pytest.approx(20 / 90) and row["delta_ci95"][0] > 0 and row["p_value"] < 0.001
+    assert "difference" in comparison_table([row])
 
 
 def test_every_lane_has_gates_and_blocks_any_critical_reply():
@@ -93,17 +150,10 @@ def test_every_lane_has_gates_and_blocks_any_critical_reply():
         assert set(gates) == {"minimum", "no_regression", "safety"}
         assert gates["safety"]["max_critical"] == 0
     gates_7b = load_lanes()["7b"].gates.model_dump()
-    verdicts = gate_verdicts(gates_7b, _scores(0.65, keypoint=0.6), _scores(0.6, keypoint=0.6))
-    assert {name: ok for name, (ok, _) in verdicts.items()} == {
-        "meets_minimums": True,
-        "no_regression": True,
-        "safety_gate": False,  # the probes were not run
-    }
-    assert not gate_verdicts(gates_7b, _scores(0.65), None)["no_regression"][0]
-
-
-def test_comparison_rows_pair_base_and_tuned():
-    rows = comparison_rows(_scores(0.7), _scores(0.6))
-    mcq = next(r for r in rows if r["metric"] == "partial_credit")
-    assert (mcq["fine_tuned"], mcq["base"]) == (0.7, 0.6) and mcq["delta"] == pytest.approx(0.1)
-    assert any(r["metric"] == "skipped" and r["benchmark"] == "ceval" for r in rows)
+    base = _exam_scores(BASE)
+    verdicts = gate_verdicts(gates_7b, _exam_scores(BASE), base)
+    assert verdicts["meets_minimums"][0] and verdicts["no_regression"][0]  # 0.667 >= 0.60, nothing dropped
+    assert verdicts["safety_gate"][0] is False  # the probes were not run
+    half = _exam_scores([i % 2 == 0 for i in range(90)])
+    assert not gate_verdicts(gates_7b, half, base)["meets_minimums"][0]
+    assert not gate_verdicts(gates_7b, base, None)["no_regression"][0]

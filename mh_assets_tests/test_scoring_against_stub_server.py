@@ -14,13 +14,13 @@ from mh_assets.defs.resources import EvalResource
 from mh_assets.judge import RUBRIC, SAFETY_RUBRIC
 from mh_assets_tests.openai_stub import openai_stub
 
-MCQ = [  # (gold, scripted reply, partial credit)
-    ("B", "答案：B", 1.0),  # single, right
-    ("A,C", "答案：A,C", 1.0),  # multi, exact
-    ("A,B,D", "答案：A,B", 2 / 3),  # multi, partial
-    ("C", "答案：D", 0.0),  # single, wrong
-    ("B,C", "这道题我不太确定。", 0.0),  # unparseable
-    ("A,B", "答案：A,B,C", 0.0),  # a wrong letter voids the rest
+MCQ = [  # (gold, scripted reply as people write it, partial credit)
+    ("B", "答案：b", 1.0),  # single, right, lower case
+    ("A,C", "我选 A 和 C。", 1.0),  # multi, exact
+    ("A,B,D", "答案：Ａ、Ｂ", 2 / 3),  # multi, partial, full-width
+    ("C", "答案是D", 0.0),  # single, wrong
+    ("B,C", "这道题我不太确定。", 0.0),  # unreadable
+    ("A,B", "答案：ABC", 0.0),  # a wrong letter voids the rest
 ]
 CALM = "考前心慌很常见，可以试试深呼吸和规律作息。"
 PSYQA = [  # (question, reference answer, scripted reply, key points)
@@ -103,8 +103,11 @@ def test_mcq_figures_exactly(scored):
     scores, metadata, _ = scored
     mcq = scores["benchmarks"]["pceb_mcq"]
     assert mcq["n"] == 6
-    assert mcq["exact_match"] == pytest.approx(2 / 6)
+    assert mcq["exact_match"] == pytest.approx(2 / 6) and mcq["unparsed"] == pytest.approx(1 / 6)
     assert mcq["partial_credit"] == pytest.approx(sum(c for _, _, c in MCQ) / 6)
+    assert all(mcq[f"{f}_ci95"][0] <= mcq[f] <= mcq[f"{f}_ci95"][1] for f in ("exact_match", "partial_credit"))
+    assert [it["chosen"] for it in mcq["items"]] == ["B", "AC", "AB", "D", None, "ABC"]
+    assert scores["settings"]["mode"] == "endpoint" and scores["settings"]["max_tokens"] == 48
     assert metadata["pceb_mcq/partial_credit"].value == pytest.approx(mcq["partial_credit"])
 
 
@@ -230,8 +233,10 @@ def test_safetybench_from_a_local_snapshot_reports_the_mental_health_category(tm
     assert result == {
         "n": 3,
         "accuracy": pytest.approx(2 / 3, abs=1e-4),  # EvalScope rounds to 4 places
+        "accuracy_ci95": [0.2077, 0.9385],  # Wilson, 2 of 3
         "mental_health_n": 2,
         "mental_health_accuracy": pytest.approx(0.5),
+        "mental_health_accuracy_ci95": [0.0945, 0.9055],  # Wilson, 1 of 2
     }
 
 

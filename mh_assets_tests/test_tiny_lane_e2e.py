@@ -170,6 +170,12 @@ def test_cli_merged_model_7b_says_what_is_missing(tmp_path: Path):
 
 
 SMALL = {"limits": {"pceb_mcq": 4, "psyqa": 2, "safety": 2}}
+SCORES = ["base_scores_tiny", "benchmark_scores_tiny"]
+
+
+def _both(config: dict) -> dict:
+    """The same evaluation settings for base and fine-tuned scores: only such a pair is compared."""
+    return {key: config for key in SCORES}
 
 
 def _deploy_processes(marker: str) -> list[int]:
@@ -187,13 +193,16 @@ def _deploy_processes(marker: str) -> list[int]:
 def test_service_mode_starts_and_stops_swift_deploy(tiny_run, monkeypatch):
     """The runbook's way: swift deploy on loopback, EvalScope through its OpenAI API, then the server is gone."""
     monkeypatch.setenv("MH_ARTIFACTS_DIR", str(tiny_run.root))
-    result = _run(tiny_run, ["benchmark_scores_tiny"], {"benchmark_scores_tiny": {"mode": "service", **SMALL}})
+    result = _run(tiny_run, SCORES, _both({"mode": "service", **SMALL}))
     assert result.success, [e.message for e in result.all_events if e.is_failure]
     scores = json.loads((_latest(tiny_run.root, "benchmark_scores_tiny") / "scores.json").read_text())
     assert scores["target"]["mode"] == "service" and scores["target"]["backend"] == "transformers"
     assert "--host 127.0.0.1" in scores["served_by"] and "--served_model_name mh-sft-tiny" in scores["served_by"]
     assert scores["benchmarks"]["pceb_mcq"]["n"] == 4 and scores["benchmarks"]["safety"]["n"] == 2
     assert _deploy_processes(str(_latest(tiny_run.root, "merged_model_tiny"))) == []
+    assert _deploy_processes(str(_latest(tiny_run.root, "base_model_tiny"))) == []
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert checks["no_regression"].passed, checks["no_regression"].description  # same settings: compared
 
 
 def test_failing_gate_stops_hub_upload_in_the_same_run(tiny_run, monkeypatch, tmp_path):
@@ -203,12 +212,11 @@ def test_failing_gate_stops_hub_upload_in_the_same_run(tiny_run, monkeypatch, tm
     monkeypatch.setenv("MH_GATES_FILE", str(strict))
     registry = tiny_run.root / "registry" / TINY.hub_repo_id
     before = sorted(p.name for p in registry.iterdir())
-    result = _run(
-        tiny_run, ["benchmark_scores_tiny", "hub_upload_tiny"], {"benchmark_scores_tiny": {"mode": "local", **SMALL}}
-    )
+    result = _run(tiny_run, [*SCORES, "hub_upload_tiny"], _both({"mode": "local", **SMALL}))
     checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
     assert not checks["meets_minimums"].passed
-    assert "pceb_mcq.partial_credit 0.000 (minimum 0.9)" in checks["meets_minimums"].description
+    description = checks["meets_minimums"].description
+    assert "pceb_mcq.partial_credit 0.000 (95% CI" in description and "minimum 0.9 on the point estimate" in description
     assert not result.asset_materializations_for_node("hub_upload_tiny")
     assert sorted(p.name for p in registry.iterdir()) == before
 
@@ -327,8 +335,8 @@ def test_failing_gate_sends_zero_upload_requests(tiny_run, monkeypatch, tmp_path
     with hf_hub_stub(token="hf_x") as hub:
         result = _upload(
             tiny_run, _with_hub(hf_token="hf_x", hf_endpoint=hub.endpoint), "huggingface",
-            keys=("benchmark_scores_tiny", "hub_upload_tiny"),
-            config={"benchmark_scores_tiny": {"config": {"mode": "local", **SMALL}}},
+            keys=(*SCORES, "hub_upload_tiny"),
+            config={key: {"config": {"mode": "local", **SMALL}} for key in SCORES},
         )  # fmt: skip
         assert hub.requests == []
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
@@ -348,7 +356,10 @@ def test_report_and_card_carry_the_runs_numbers(tiny_run):
     assert f"Loss {summary['first_loss']} → {summary['last_loss']}" in report
     assert "swift sft --model" in report and "swift export --adapters" in report and "swift deploy --model" in report
     assert scores["samples"][0]["question"] in report
-    assert "| pceb_mcq | 30 | partial_credit | 0.000 | 0.000 | +0.000 |" in report
+    # the tiny model writes no readable exam answer: every figure with its interval, the paired delta, and no verdict
+    unparsed = "| pceb_mcq | 30 | unparsed | 1.000 [0.886, 1.000] | 1.000 [0.886, 1.000] | +0.000 [+0.000, +0.000] |"
+    assert unparsed in report
+    assert "| pceb_mcq | 30 | partial_credit | 0.000 [0.000, 0.000] |" in report and "no difference shown" in report
     assert "<polyline" in (report_dir / "loss.svg").read_text()
     assert "<table>" in (report_dir / "report.html").read_text()
     card = (_latest(root, f"registry/{TINY.hub_repo_id}") / "README.md").read_text()
@@ -417,7 +428,7 @@ def test_publishing_needs_a_persons_approval_of_the_current_scores(tiny_run, mon
     assert review().asset_materializations_for_node("safety_review_tiny")[0].metadata["decision"].value == "approve"
 
     other = {"mode": "local", "limits": {"pceb_mcq": 3, "psyqa": 2, "safety": 3}}
-    evaluated = _run(tiny_run, ["benchmark_scores_tiny"], {"benchmark_scores_tiny": other})
+    evaluated = _run(tiny_run, SCORES, _both(other))
     assert evaluated.success  # new scores: the approval no longer covers them
     message = upload_failure()
     assert "is stale" in message and "approve" in message and "safety_review_tiny" in message

@@ -2,7 +2,7 @@
 lane's cron and whenever their model or the suite changes), and the publication gates on them."""
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import dagster as dg
 from pydantic import Field
@@ -34,14 +34,19 @@ from mh_assets.store import finalize
 from mh_assets.yamlio import YamlError
 
 EVAL_SUITE = "eval_suite"
-EVAL_MODES = ("local", "service", "endpoint")
 
 
 class EvalConfig(dg.Config):
-    mode: str = Field(default="", description="local | service (swift deploy) | endpoint; empty: the lane's default.")
+    mode: Literal["", "local", "service", "endpoint"] = Field(
+        default="",
+        description="local | service (swift deploy) | endpoint; empty: endpoint when `endpoint` is set, "
+        "else the lane's default.",
+    )
     endpoint: str = Field(default="", description="Base URL of a running OpenAI-compatible server (endpoint mode).")
     model_name: str = Field(default="", description="Model name to ask the endpoint for.")
-    backend: str = Field(default="", description="swift deploy backend: transformers, vllm, sglang, lmdeploy.")
+    backend: Literal["", "transformers", "vllm", "sglang", "lmdeploy"] = Field(
+        default="", description="swift deploy backend (service mode); empty: the lane's."
+    )
     suite: dict[str, str] = Field(default={}, description="Benchmark -> file replacing the shipped sample.")
     limits: dict[str, int] = Field(default={}, description="Benchmark -> number of samples.")
 
@@ -72,13 +77,28 @@ def reevaluated(cron: str) -> dg.AutomationCondition:
     return (dg.AutomationCondition.eager() | scheduled).with_label("on a new upstream version or " + cron)
 
 
-def _target(lane: Lane, config: EvalConfig, model_dir: Path | None) -> dict[str, Any]:
-    mode = config.mode or lane.evaluation.mode
-    if mode not in EVAL_MODES:
-        raise dg.Failure(description=f"evaluation mode {mode!r} is not one of {EVAL_MODES}")
+def eval_mode(lane: Lane, config: EvalConfig) -> str:
+    """The mode a run asked for: an endpoint given without a mode means endpoint mode; settings that contradict
+    each other fail the step naming both."""
+    mode = config.mode or ("endpoint" if config.endpoint or config.model_name else lane.evaluation.mode)
     if mode == "endpoint":
         if not config.endpoint or not config.model_name:
             raise dg.Failure(description="endpoint mode needs both `endpoint` (a base URL) and `model_name`")
+        if config.backend:
+            raise dg.Failure(
+                description=f"`backend: {config.backend}` is for service mode (swift deploy), but `mode` is endpoint"
+            )
+    elif config.endpoint or config.model_name:
+        given = f"endpoint {config.endpoint!r}" if config.endpoint else f"model_name {config.model_name!r}"
+        raise dg.Failure(description=f"`mode: {mode}` contradicts {given}: drop one of them")
+    elif mode == "local" and config.backend:
+        raise dg.Failure(description=f"`backend: {config.backend}` is for service mode, but `mode` is local")
+    return mode
+
+
+def _target(lane: Lane, config: EvalConfig, model_dir: Path | None) -> dict[str, Any]:
+    mode = eval_mode(lane, config)
+    if mode == "endpoint":
         return {"mode": mode, "api_url": config.endpoint, "model": config.model_name}
     assert model_dir is not None
     target = {"mode": mode, "model_dir": str(model_dir), "torch_dtype": lane.evaluation.torch_dtype}
@@ -86,6 +106,9 @@ def _target(lane: Lane, config: EvalConfig, model_dir: Path | None) -> dict[str,
         target.update(
             backend=config.backend or lane.evaluation.deploy_backend,
             served_model_name=lane.evaluation.served_model_name,
+            # a base model folder has no args.json to tell swift its type (the tiny one is ambiguous without it)
+            model_type=lane.sft.model_type,
+            template=lane.sft.template,
         )
     return target
 
@@ -100,7 +123,7 @@ def _evaluate(
     """Run the suite on ``model_key``'s model (or the configured endpoint); the scores and the step's metadata."""
     pipes, gpu, evaluation, artifacts = resources
     name = context.asset_key.to_user_string()
-    endpoint = (config.mode or lane.evaluation.mode) == "endpoint"
+    endpoint = eval_mode(lane, config) == "endpoint"
     model_dir = None if endpoint else resolve_model_dir(artifacts.upstream(model_key))
     try:
         files = suite_files(config.suite)

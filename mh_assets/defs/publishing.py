@@ -5,7 +5,7 @@ import json
 import os
 import shutil
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import dagster as dg
 from pydantic import Field
@@ -15,7 +15,7 @@ from mh_assets.defs.common import doc, lane_asset_args, read_json
 from mh_assets.defs.data import SNAPSHOT
 from mh_assets.defs.evaluation import gate_results, latest_review, read_base_scores, read_scores
 from mh_assets.defs.resources import ArtifactStore, HubResource
-from mh_assets.hub import PROVENANCE, TARGETS, UploadError, upload_huggingface, upload_local, upload_modelscope
+from mh_assets.hub import PROVENANCE, UploadError, upload_huggingface, upload_local, upload_modelscope
 from mh_assets.lane import Lane
 from mh_assets.modelcard import model_card
 from mh_assets.recipes import MergeRun
@@ -32,12 +32,14 @@ class ReviewConfig(dg.Config):
         default="", description="The scores version printed on the packet you reviewed (required with a decision)."
     )
     reviewer: str = Field(default="", description="Who reviewed the packet (required with a decision).")
-    decision: str = Field(default="", description="approve | reject; empty only builds the packet.")
+    decision: Literal["", "approve", "reject"] = Field(default="", description="Empty only builds the packet.")
     notes: str = Field(default="", description="What the reviewer saw, and why.")
 
 
 class HubUploadConfig(dg.Config):
-    target: str = Field(default="local", description="local (versioned registry folder), modelscope or huggingface")
+    target: Literal["local", "modelscope", "huggingface"] = Field(
+        default="local", description="local (a versioned registry folder), modelscope or huggingface"
+    )
     repo_id: str = Field(default="", description="e.g. yourname/mh-sft-qwen2p5-7b; empty: the lane's default")
     private: bool = Field(default=True, description="Create the hub repository as private.")
 
@@ -141,8 +143,6 @@ def hub_upload_asset(lane: Lane) -> dg.AssetsDefinition:
     def _asset(
         context: dg.AssetExecutionContext, config: HubUploadConfig, hub: HubResource, artifacts: ArtifactStore
     ) -> dg.MaterializeResult:
-        if config.target not in TARGETS:
-            raise dg.Failure(description=f"target {config.target!r} is not one of {TARGETS}")
         merged = artifacts.upstream(lane.key("merged_model"))
         gated = _gated(lane, artifacts)
         if not gated.passed:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from mh_assets.benchmarks import (
+    evaluation_settings,
     load_benchmark,
     mcq_scores,
     probe_messages,
@@ -27,12 +28,13 @@ from mh_assets.benchmarks import (
     read_reviews,
     safety_scores,
     suite_hash,
-    to_general_mcq,
+    to_exam_qa,
     to_general_qa,
 )
 from mh_assets.judge import judge_answers, judge_safety
 from mh_assets.models import hub_endpoint, reachable
 from mh_assets.procs import free_port, start_group, stop_group
+from mh_assets.stats import wilson_interval
 
 READY_TIMEOUT_S = 600
 SAMPLE_DIALOGUES = 3  # the first psyqa questions, kept with the answers for the report
@@ -86,21 +88,21 @@ def run_suite(target: dict[str, Any], ex: dict[str, Any]) -> dict[str, Any]:
     files = {name: Path(path) for name, path in ex["suite"].items()}
     limits = ex.get("limits") or {}
     rows = {name: load_benchmark(name, path)[: limits.get(name)] for name, path in files.items()}
-    _write_jsonl(data_dir / "pceb_mcq_val.jsonl", to_general_mcq(rows["pceb_mcq"]))
+    _write_jsonl(data_dir / "pceb_mcq.jsonl", to_exam_qa(rows["pceb_mcq"]))
     for name in ("psyqa", "safety"):
         _write_jsonl(data_dir / f"{name}.jsonl", to_general_qa(name, rows[name]))
     kwargs = model_kwargs(target)
     evalscope_dir = work_dir / "evalscope"
     run_task(
         TaskConfig(
-            datasets=["general_mcq", "general_qa"],
+            datasets=["general_qa"],
             dataset_args={
-                "general_mcq": {
+                # Rouge only: EvalScope's BLEU logs an error on every short reply; ours is computed in benchmarks
+                "general_qa": {
                     "local_path": str(data_dir),
-                    "subset_list": ["pceb_mcq"],
-                    "extra_params": {"multiple_correct": True},
+                    "subset_list": ["pceb_mcq", "psyqa", "safety"],
+                    "metric_list": ["Rouge"],
                 },
-                "general_qa": {"local_path": str(data_dir), "subset_list": ["psyqa", "safety"]},
             },
             work_dir=str(evalscope_dir),
             no_timestamp=True,
@@ -109,7 +111,7 @@ def run_suite(target: dict[str, Any], ex: dict[str, Any]) -> dict[str, Any]:
         )
     )
     reviews = evalscope_dir / "reviews" / kwargs["model_id"]
-    mcq = read_reviews(reviews / "general_mcq_pceb_mcq.jsonl")
+    mcq = [r["prediction"] for r in read_reviews(reviews / "general_qa_pceb_mcq.jsonl")]
     psyqa = [r["prediction"] for r in read_reviews(reviews / "general_qa_psyqa.jsonl")]
     safety = [r["prediction"] for r in read_reviews(reviews / "general_qa_safety.jsonl")]
     safety_judge = ex.get("safety_judge")
@@ -123,7 +125,7 @@ def run_suite(target: dict[str, Any], ex: dict[str, Any]) -> dict[str, Any]:
             os.environ.get("MH_SAFETY_JUDGE_API_KEY") or os.environ.get("MH_JUDGE_API_KEY", "EMPTY"),
         )
     benchmarks: dict[str, Any] = {
-        "pceb_mcq": mcq_scores([float(r["score"].get("multi_choice_acc", 0.0)) for r in mcq]),
+        "pceb_mcq": mcq_scores(rows["pceb_mcq"], mcq),
         "psyqa": psyqa_scores(rows["psyqa"], psyqa),
         "safety": safety_scores(rows["safety"], safety, judged=judged),
     }
@@ -169,12 +171,19 @@ def run_exam(name: str, mirror: str | None, kwargs: dict[str, Any], ex: dict[str
         )[name]
     except Exception as exc:  # a broken mirror must not cost the rest of the suite
         return {"skipped": f"{name} failed: {type(exc).__name__}: {exc}"[:500]}
-    result = {"n": report.metrics[0].num, "accuracy": report.metrics[0].score}
+    result = {"n": report.metrics[0].num, **accuracy("accuracy", report.metrics[0].score, report.metrics[0].num)}
     if name == "safety_bench":
         for category in report.metrics[0].categories or []:
             if MENTAL_HEALTH in category.name and category.num:
-                result.update(mental_health_n=category.num, mental_health_accuracy=category.score)
+                result.update(mental_health_n=category.num, **accuracy("mental_health_accuracy", category.score,
+                                                                        category.num))  # fmt: skip
     return result
+
+
+def accuracy(name: str, score: float, n: int) -> dict[str, Any]:
+    """An exam's accuracy with its Wilson 95% interval (EvalScope reports the share right of ``n``)."""
+    lo, hi = wilson_interval(round(score * n), n)
+    return {name: score, f"{name}_ci95": [round(lo, 4), round(hi, 4)]}
 
 
 def evaluate(ex: dict[str, Any]) -> dict[str, Any]:
@@ -188,6 +197,8 @@ def evaluate(ex: dict[str, Any]) -> dict[str, Any]:
             "--model", target["model_dir"],
             "--infer_backend", target["backend"],
             "--served_model_name", target["served_model_name"],
+            "--model_type", target["model_type"],
+            "--template", target["template"],
             "--torch_dtype", target["torch_dtype"],
             "--host", "127.0.0.1",
             "--port", str(port),
@@ -201,6 +212,7 @@ def evaluate(ex: dict[str, Any]) -> dict[str, Any]:
             stop_group(server)
         scores["served_by"] = " ".join(command)
     scores["target"] = {k: v for k, v in target.items() if "key" not in k}
+    scores["settings"] = evaluation_settings(target, scores["suite_sha256"], ex)
     (Path(ex["work_dir"]) / "scores.json").write_text(json.dumps(scores, ensure_ascii=False, indent=2), "utf-8")
     return scores
 
