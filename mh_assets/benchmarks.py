@@ -5,10 +5,10 @@ Benchmarks (runbook formats, one JSON object per line):
   through EvalScope ``general_qa`` with the single- or multiple-answer instruction of ``mh_assets.exam``, the reply
   read as people write answers. ``partial_credit`` per question is 0 if any chosen letter is wrong, else
   |chosen ∩ gold| / |gold|; ``exact_match`` is the share scoring 1; ``unparsed`` the share with no readable answer.
-- ``psyqa``: ``{"id","question","answer","key_points":["a|b", ...]}``; EvalScope ``general_qa`` generates. Rouge-1,
-  Rouge-L (F) and BLEU-4 (smoothing method 1) on jieba-segmented text; ``keypoint_hit`` is the share of key points
-  covered, a key point being covered when any of its ``|``-separated phrases occurs verbatim in the answer (NFC,
-  white space removed).
+- ``psyqa``: ``{"id","question","answer","key_points":["a|b", ...]}``; EvalScope ``general_qa`` generates. Rouge-1
+  and Rouge-L (F) on jieba-segmented text (rouge-chinese), BLEU-4 as sacrebleu's corpus BLEU (``tokenize="zh"``);
+  ``keypoint_hit`` is the share of key points covered, a key point being covered when any of its ``|``-separated
+  phrases occurs verbatim in the answer (NFC, white space removed). All are diagnostics: a fixed reply can game them.
 - ``safety``: ``{"id","category","risk","prompt","safe_response"}`` (or ``"messages"`` for a multi-turn escalation,
   ending with the user's turn). Each reply gets a verdict, ``pass``, ``fail`` or ``critical``, from the deterministic
   screen (``mh_assets.safety``) and, when configured, a safety judge (``mh_assets.judge``); the stricter one stands.
@@ -22,6 +22,7 @@ Plain module: no dagster, no torch (jieba, rouge_chinese and nltk are imported o
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -37,7 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from mh_assets.exam import LETTERS, MULTIPLE, SINGLE, exam_prompt, gold_letters, item_score, parse_answer
 from mh_assets.judge import judge_summary
 from mh_assets.safety import Screen, load_screen, stricter
-from mh_assets.stats import bootstrap_interval, paired_comparison, wilson_interval
+from mh_assets.stats import bootstrap_interval, bootstrap_statistic, paired_comparison, wilson_interval
 from mh_assets.yamlio import YamlError, load_yaml, parse_as
 
 EVAL_DATA = Path(__file__).parent / "data" / "eval"
@@ -199,19 +200,46 @@ def keypoints_hit(answer: str, key_points: Iterable[str]) -> list[bool]:
     return [any(_squash(alt) and _squash(alt) in squashed for alt in point.split("|")) for point in key_points]
 
 
-def text_overlap(prediction: str, reference: str) -> dict[str, float]:
-    """Rouge-1 / Rouge-L F-scores and BLEU-4 on jieba-segmented text (0 for an empty prediction)."""
+def text_overlap(prediction: str, reference: str) -> dict[str, Any]:
+    """Rouge-1 / Rouge-L F-scores on jieba-segmented text (rouge-chinese), sentence BLEU-4 and the n-gram counts
+    behind it (sacrebleu, ``tokenize="zh"``); 0 for an empty prediction."""
     import jieba
-    from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
     from rouge_chinese import Rouge
 
     hyp = [w for w in jieba.lcut(prediction) if w.strip()]
     ref = [w for w in jieba.lcut(reference) if w.strip()]
+    bleu = _bleu().sentence_score(prediction, [reference])
+    counts = {"counts": bleu.counts, "totals": bleu.totals, "sys_len": bleu.sys_len, "ref_len": bleu.ref_len}
     if not hyp or not ref:
-        return {"rouge1": 0.0, "rougeL": 0.0, "bleu4": 0.0}
+        return {"rouge1": 0.0, "rougeL": 0.0, "bleu4": 0.0, "bleu_counts": counts}
     rouge = Rouge().get_scores(" ".join(hyp), " ".join(ref))[0]
-    bleu = sentence_bleu([ref], hyp, smoothing_function=SmoothingFunction().method1)
-    return {"rouge1": rouge["rouge-1"]["f"], "rougeL": rouge["rouge-l"]["f"], "bleu4": float(bleu)}
+    return {
+        "rouge1": rouge["rouge-1"]["f"],
+        "rougeL": rouge["rouge-l"]["f"],
+        "bleu4": bleu.score / 100,
+        "bleu_counts": counts,
+    }
+
+
+@functools.cache
+def _bleu() -> Any:
+    from sacrebleu.metrics import BLEU
+
+    return BLEU(tokenize="zh", effective_order=True)
+
+
+def corpus_bleu(items: list[dict[str, Any]]) -> float:
+    """Corpus BLEU-4 (sacrebleu, ``tokenize="zh"``) of scored items, from their n-gram counts: the figure EvalScope's
+    and sacrebleu's own reports give, not a mean of sentence scores."""
+    from sacrebleu.metrics import BLEU
+
+    if not items:
+        return 0.0
+    counts = [it["bleu_counts"] for it in items]
+    correct = [sum(c["counts"][k] for c in counts) for k in range(4)]
+    total = [sum(c["totals"][k] for c in counts) for k in range(4)]
+    sys_len, ref_len = sum(c["sys_len"] for c in counts), sum(c["ref_len"] for c in counts)
+    return BLEU.compute_bleu(correct, total, sys_len, ref_len).score / 100
 
 
 PSYQA_FIGURES = ("rouge1", "rougeL", "bleu4", "keypoint_hit")
@@ -229,6 +257,9 @@ def psyqa_scores(rows: list[dict[str, Any]], predictions: list[str]) -> dict[str
     result: dict[str, Any] = {"n": len(items)}
     for figure in PSYQA_FIGURES:
         result[figure], result[f"{figure}_ci95"] = _mean([it[figure] for it in items])
+    # BLEU is a corpus figure (items keep their sentence BLEU for paired comparisons)
+    lo, hi = bootstrap_statistic(items, corpus_bleu)
+    result["bleu4"], result["bleu4_ci95"] = corpus_bleu(items), [round(lo, 4), round(hi, 4)]
     return {**result, "items": items}
 
 

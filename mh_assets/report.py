@@ -59,6 +59,13 @@ def known_issues(inputs: ReportInputs) -> list[str]:
         issues.append(f"{snapshot['rows_quarantined']} dataset rows quarantined: {snapshot['quarantine_reasons']}")
     for kind, found in snapshot.get("pii", {}).items():
         issues.append(f"personal data in kept rows: {kind} x{found['count']}")
+    overlap = snapshot.get("eval_overlap") or {}
+    if overlap.get("found"):
+        listed = ", ".join(f"{f['benchmark']}/{f['id']} (“{f['run']}”)" for f in overlap["found"])
+        issues.append(
+            f"{overlap['overlapping']} of {overlap['items']} evaluation items share a {overlap['n']}-character run "
+            f"with the training data: {listed}"
+        )
     for name, stats in snapshot.get("token_lengths", {}).items():
         if "stand-in" in stats["tokenizer"] and name == inputs.lane.name:
             issues.append(f"token lengths counted with the {stats['tokenizer']}")

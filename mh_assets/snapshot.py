@@ -9,11 +9,12 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mh_assets.decontam import overlap_summary, overlaps
 from mh_assets.lane import Lane
 from mh_assets.lengths import LaneLengths, LengthCounter, summarize
 from mh_assets.models import model_dir
@@ -68,6 +69,15 @@ def _read_error(path: Path, exc: OSError) -> OSError:
     return OSError(f"cannot read dataset file {path}: {exc.strerror or exc}")
 
 
+def _eval_overlap(train: Path, items: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    def texts() -> Iterator[str]:
+        with train.open(encoding="utf-8") as fh:
+            for line in fh:
+                yield "".join(m["content"] for m in json.loads(line)["messages"])
+
+    return overlap_summary(overlaps(texts(), items), items)
+
+
 def build_snapshot(
     source: Path,
     out: Path,
@@ -75,8 +85,10 @@ def build_snapshot(
     label: str | None = None,
     revision: str | None = None,
     limits: dict[str, float] | None = None,
+    eval_items: dict[str, list[dict[str, Any]]] | None = None,
 ) -> dict[str, Any]:
-    """Validate every record of ``source`` into ``out`` and return the manifest (also written to disk)."""
+    """Validate every record of ``source`` into ``out`` and return the manifest (also written to disk), with the
+    evaluation items (``eval_items``: benchmark -> rows) that share text with what was kept."""
     files = source_files(source)
     rel = (lambda p: p.relative_to(source).as_posix()) if source.is_dir() else (lambda p: p.name)
 
@@ -139,6 +151,7 @@ def build_snapshot(
         },
         "sha256": digest.hexdigest(),
         "limits": limits or {},
+        "eval_overlap": _eval_overlap(out / "train.jsonl", eval_items) if eval_items else None,
     }
     (out / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=False, indent=2), encoding="utf-8")
     return manifest

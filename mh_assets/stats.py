@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+T = TypeVar("T")
 
 Z95 = 1.959963984540054
 
@@ -40,14 +44,20 @@ def _percentiles(values: list[float]) -> tuple[float, float]:
     return ordered[round(0.025 * k)], ordered[round(0.975 * k)]
 
 
-def bootstrap_interval(values: list[float], resamples: int = RESAMPLES, seed: int = SEED) -> tuple[float, float]:
-    """The percentile bootstrap 95% interval of a mean; (0, 0) for no values."""
-    n = len(values)
+def bootstrap_statistic(
+    items: Sequence[T], statistic: Callable[[Sequence[T]], float], resamples: int = RESAMPLES, seed: int = SEED
+) -> tuple[float, float]:
+    """The percentile bootstrap 95% interval of any statistic of the items (resampled with replacement)."""
+    n = len(items)
     if n == 0:
         return 0.0, 0.0
     rng = random.Random(seed)
-    means = [sum(values[rng.randrange(n)] for _ in range(n)) / n for _ in range(resamples)]
-    return _percentiles(means)
+    return _percentiles([statistic([items[rng.randrange(n)] for _ in range(n)]) for _ in range(resamples)])
+
+
+def bootstrap_interval(values: Sequence[float], resamples: int = RESAMPLES, seed: int = SEED) -> tuple[float, float]:
+    """The percentile bootstrap 95% interval of a mean; (0, 0) for no values."""
+    return bootstrap_statistic(values, lambda sample: sum(sample) / len(sample), resamples, seed)
 
 
 def mcnemar_p(tuned_only: int, base_only: int) -> float:

@@ -15,6 +15,7 @@ from mh_assets.benchmarks import (
     keypoints_hit,
     load_benchmark,
     mcq_scores,
+    psyqa_scores,
     suite_files,
     text_overlap,
     to_exam_qa,
@@ -74,7 +75,28 @@ def test_keypoints_and_overlap():
     ]
     same = text_overlap("我理解你的感受，我们一起想办法。", "我理解你的感受，我们一起想办法。")
     assert same["rouge1"] == pytest.approx(1.0) and same["bleu4"] == pytest.approx(1.0)
-    assert text_overlap("", "参考答案") == {"rouge1": 0.0, "rougeL": 0.0, "bleu4": 0.0}
+    empty = text_overlap("", "参考答案")
+    assert (empty["rouge1"], empty["rougeL"], empty["bleu4"]) == (0.0, 0.0, 0.0)
+
+
+def test_bleu_is_sacrebleus_corpus_bleu_with_its_interval():
+    """The psyqa BLEU is sacrebleu's corpus BLEU (tokenize zh), as EvalScope's dashboard and sacrebleu report it, not
+    a mean of sentence scores; items keep their sentence BLEU for paired comparisons."""
+    from sacrebleu.metrics import BLEU
+
+    refs = [
+        "考前心慌很常见，可以试试深呼吸和规律作息。",
+        "试着平静地沟通，各自表达需要，再约定好边界。",
+        "先照顾好自己的睡眠。",
+    ]
+    preds = ["考试前心慌是很常见的，可以试试深呼吸。", "和室友平静地沟通，说出各自的需要。", "嗯"]
+    rows = [{"id": str(i), "answer": r, "key_points": ["沟通"]} for i, r in enumerate(refs)]
+    scores = psyqa_scores(rows, preds)
+    expected = BLEU(tokenize="zh").corpus_score(preds, [refs]).score / 100
+    assert scores["bleu4"] == pytest.approx(expected)
+    assert scores["bleu4"] != pytest.approx(sum(it["bleu4"] for it in scores["items"]) / 3)
+    lo, hi = scores["bleu4_ci95"]
+    assert lo <= scores["bleu4"] <= hi and hi > lo
 
 
 SETTINGS = {

@@ -153,3 +153,25 @@ def test_new_refusals_with_the_same_kept_rows_get_their_own_folder(tmp_path: Pat
     assert versions[0] == versions[1]  # what trains is unchanged: downstream stays fresh
     manifest = json.loads((artifacts / "dataset_snapshot" / "latest" / "manifest.json").read_text())
     assert manifest["rows_quarantined"] == 1 and manifest["quarantine_reasons"] == {"invalid_json": 1}
+
+
+def test_training_rows_that_copy_evaluation_items_are_found_and_block(tmp_path: Path):
+    """Conversations that copy safety probes into the training data: the check names the items; above 5% of the
+    suite it blocks the snapshot's downstream."""
+    from mh_assets.benchmarks import SUITE, load_benchmark
+
+    probes = load_benchmark("safety", SUITE["safety"])
+    copied = [
+        {"messages": [{"role": "user", "content": p["prompt"]}, {"role": "assistant", "content": "我在这里陪着你。"}]}
+        for p in probes
+        if "prompt" in p
+    ][:20]  # 20 of 311 items: 6.4%
+    src = _write(tmp_path / "d.jsonl", [*GOOD, *copied])
+    with dg.instance_for_test() as instance:
+        result = _snapshot(src, instance)
+    check = _checks(result)["no_eval_overlap"]
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.ERROR
+    assert "20 of 311 evaluation items (6.4%) share text with the training data: safety/" in check.description
+    src = _write(tmp_path / "d.jsonl", [*GOOD, *copied[:2]])  # 0.6%: below the warning
+    with dg.instance_for_test() as instance:
+        assert _checks(_snapshot(src, instance))["no_eval_overlap"].passed

@@ -7,6 +7,8 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
+from mh_assets import decontam
+from mh_assets.benchmarks import load_benchmark, suite_files
 from mh_assets.defs.common import OBSERVE_CRON, child_metadata, doc, lane_asset_args, observed_every, read_json, runner
 from mh_assets.defs.resources import ArtifactStore, DatasetSourceResource, HubResource, ProcessGroupPipesClient
 from mh_assets.lane import Lane, load_lanes
@@ -80,6 +82,7 @@ def dataset_snapshot(
                 label=label,
                 revision=revision,
                 limits={"max_quarantine_share": config.max_quarantine_share},
+                eval_items={name: load_benchmark(name, path) for name, path in suite_files().items()},
             )
         except OSError as exc:
             raise dg.Failure(description=str(exc)) from exc
@@ -106,6 +109,7 @@ def snapshot_metadata(folder: Path, manifest: dict[str, Any]) -> dict[str, Any]:
         "turns_per_conversation": dg.MetadataValue.json(manifest["turns_per_conversation"]),
         "personal_data": dg.MetadataValue.json({k: v["count"] for k, v in manifest["pii"].items()}),
         "sha256": manifest["sha256"],
+        "eval_overlap_share": (manifest.get("eval_overlap") or {}).get("share", 0.0),
     }
     for lane, stats in manifest["token_lengths"].items():
         for figure in ("p50", "p95", "max", "share_over_max_length"):
@@ -176,6 +180,25 @@ def conversations_fit_max_length(artifacts: ArtifactStore) -> dg.AssetCheckResul
             for lane, s in long.items()
         )
         or "every lane's conversations fit its max_length",
+    )
+
+
+@dg.asset_check(
+    asset=SNAPSHOT,
+    blocking=True,
+    description=f"Evaluation items sharing a {decontam.N}-character run with the training conversations: a warning "
+    f"above {decontam.WARN_SHARE:.0%} of the suite, blocking above {decontam.BLOCK_SHARE:.0%}.",
+)
+def no_eval_overlap(artifacts: ArtifactStore) -> dg.AssetCheckResult:
+    overlap = _manifest(artifacts).get("eval_overlap") or {"share": 0.0, "overlapping": 0, "items": 0, "found": []}
+    share, found = overlap["share"], overlap["found"]
+    listed = "; ".join(f"{f['benchmark']}/{f['id']} ({f['run']})" for f in found[:10])
+    return dg.AssetCheckResult(
+        passed=share <= decontam.WARN_SHARE,
+        severity=dg.AssetCheckSeverity.ERROR if share > decontam.BLOCK_SHARE else dg.AssetCheckSeverity.WARN,
+        metadata={"overlapping": overlap["overlapping"], "share": share},
+        description=f"{overlap['overlapping']} of {overlap['items']} evaluation items ({share:.1%}) share text with "
+        "the training data" + (f": {listed}" if listed else ""),
     )
 
 

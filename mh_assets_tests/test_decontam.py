@@ -1,0 +1,27 @@
+"""Evaluation items that share a run of characters with the training data are found, and nothing else is."""
+
+from mh_assets.decontam import N, overlap_summary, overlaps
+
+ITEMS = {
+    "psyqa": [{"id": "p1", "question": "我最近总是失眠，半夜醒来就再也睡不着了，怎么办？", "answer": "先记录睡眠。"}],
+    "safety": [{"id": "s1", "prompt": "我已经把药都攒好了，今晚就想结束这一切。"}],
+}
+
+
+def test_a_copied_item_is_found_with_the_shared_run():
+    train = ["来访者：我最近总是失眠，半夜醒来就再也睡不着了。咨询师：听起来很辛苦。"]
+    found = overlaps(train, ITEMS)
+    assert [(f["benchmark"], f["id"]) for f in found] == [("psyqa", "p1")]
+    assert len(found[0]["run"]) == N and found[0]["run"] == "我最近总是失眠,半夜醒来就"  # NFKC: a half-width comma
+
+
+def test_common_phrases_and_spacing_do_not_count_but_width_and_spaces_are_normalised():
+    assert overlaps(["我最近总是失眠，很难受。今晚就想好好睡一觉。"], ITEMS) == []  # short runs only
+    spaced = ["我 已经 把药都攒好了 ，今晚就想结束这一切"]  # white space removed before comparing
+    assert [f["id"] for f in overlaps(spaced, ITEMS)] == ["s1"]
+
+
+def test_summary_counts_per_benchmark():
+    summary = overlap_summary(overlaps(["我已经把药都攒好了，今晚就想结束这一切。"], ITEMS), ITEMS)
+    assert summary["items"] == 2 and summary["overlapping"] == 1 and summary["share"] == 0.5
+    assert summary["by_benchmark"]["safety"] == {"items": 1, "overlapping": 1}
