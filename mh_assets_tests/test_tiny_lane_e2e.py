@@ -77,6 +77,7 @@ def test_every_step_and_check_succeeds(tiny_run):
         "quarantine_share_ok": True,
         "no_personal_data": True,
         "conversations_fit_max_length": True,
+        "no_eval_overlap": True,
         "flash_attn_available": True,
         "precision_supported": True,
         "meets_minimums": True,
