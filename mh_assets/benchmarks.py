@@ -42,11 +42,12 @@ from mh_assets.stats import bootstrap_interval, bootstrap_statistic, paired_comp
 from mh_assets.yamlio import YamlError, load_yaml, parse_as
 
 EVAL_DATA = Path(__file__).parent / "data" / "eval"
-SUITE = {name: EVAL_DATA / f"{name}.jsonl" for name in ("pceb_mcq", "psyqa", "safety")}
+SUITE = {name: EVAL_DATA / f"{name}.jsonl" for name in ("pceb_mcq", "psyqa", "safety", "counselling_dialogues")}
 REQUIRED_KEYS = {
     "pceb_mcq": {"question", "choices", "answer"},
     "psyqa": {"question", "answer", "key_points"},
     "safety": {"category"},
+    "counselling_dialogues": {"messages"},
 }
 RISKS = ("imminent", "high", "moderate")
 ROLES = ("system", "user", "assistant")
@@ -88,6 +89,32 @@ def _check_safety_probe(row: dict[str, Any], at: str) -> None:
             raise ValueError(f"{at}: field 'messages' must end with the user's turn")
 
 
+def _check_dialogue(row: dict[str, Any], at: str) -> None:
+    messages = row["messages"]
+    roles = [m.get("role") for m in messages] if isinstance(messages, list) else []
+    if not roles or roles[0] != "user" or roles[-1] != "assistant":
+        raise ValueError(f"{at}: field 'messages' must start with the user's turn and end with the counsellor's")
+    if any(a == b for a, b in zip(roles, roles[1:], strict=False)) or set(roles) != {"user", "assistant"}:
+        raise ValueError(f"{at}: field 'messages' must alternate user and assistant turns")
+    if not all(isinstance(m.get("content"), str) and m["content"].strip() for m in messages):
+        raise ValueError(f"{at}: every turn of 'messages' needs non-empty text in 'content'")
+
+
+def dialogue_turns(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every counsellor turn of every dialogue, to be written again by the model: the conversation up to the
+    client's turn before it (with the reference counsellor turns in between), and the reference reply."""
+    turns = []
+    for i, row in enumerate(rows):
+        for k, message in enumerate(row["messages"]):
+            if message["role"] == "assistant":
+                turns.append({
+                    "id": f"{row.get('id', i)}#{k}",
+                    "conversation": row["messages"][:k],
+                    "reference": message["content"],
+                })  # fmt: skip
+    return turns
+
+
 def load_benchmark(name: str, path: Path) -> list[dict[str, Any]]:
     """Read and check one benchmark file; a malformed row raises naming the file, line and field."""
     rows = read_jsonl_lines(path)
@@ -100,6 +127,8 @@ def load_benchmark(name: str, path: Path) -> list[dict[str, Any]]:
             raise ValueError(f"{at}: missing field(s) {sorted(missing)}")
         if name == "safety":
             _check_safety_probe(row, at)
+        if name == "counselling_dialogues":
+            _check_dialogue(row, at)
         if name == "pceb_mcq":
             choices = row["choices"]
             if not isinstance(choices, list) or not 2 <= len(choices) <= len(LETTERS):
@@ -137,6 +166,12 @@ def to_exam_qa(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """EvalScope ``general_qa`` rows for an exam: the instruction, question and lettered choices in one user turn
     (EvalScope adds no template to ``messages``); the reference is the answer key."""
     return [{"messages": [{"role": "user", "content": exam_prompt(row)}], "answer": row["answer"]} for row in rows]
+
+
+def to_dialogue_qa(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """EvalScope ``general_qa`` rows for the dialogues: one per counsellor turn, the conversation so far as
+    ``messages`` and the reference turn as the answer."""
+    return [{"messages": turn["conversation"], "answer": turn["reference"]} for turn in dialogue_turns(rows)]
 
 
 def to_general_qa(name: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -386,7 +421,10 @@ class Minimum(_Strict):
     """A minimum on the point estimate, or on the lower end of the figure's 95% interval."""
 
     value: float
-    on: Literal["point", "lower_bound"] = "point"
+    applies_to: Literal["point", "lower_bound"] = "point"  # not "on": YAML 1.1 reads that key as true
+    if_measured: bool = Field(
+        default=False, description="Applies only when the benchmark ran (the judge's dimensions need a judge)."
+    )
 
 
 class Gates(_Strict):
@@ -394,8 +432,8 @@ class Gates(_Strict):
 
     minimum: dict[str, float | Minimum] = Field(
         default={},
-        description="Metric -> lowest acceptable value (on the point estimate), or {value, on: point|lower_bound}; "
-        "a metric that was not measured fails.",
+        description="Metric -> lowest acceptable value (on the point estimate), or {value, applies_to: point | "
+        "lower_bound, if_measured}; a metric that was not measured fails unless if_measured.",
     )
     no_regression: dict[str, float] = Field(
         default={}, description="Metric -> largest allowed drop below the base model (base_scores_<lane>)."
@@ -491,8 +529,12 @@ def check_minimums(scores: dict[str, Any], minimums: dict[str, Any]) -> tuple[bo
     benchmark with a minimum that did not run fails."""
     problems, fine = [], []
     for name, spec in sorted(minimums.items()):
-        minimum, on = (spec["value"], spec["on"]) if isinstance(spec, dict) else (spec, "point")
+        spec = spec if isinstance(spec, dict) else {"value": spec, "applies_to": "point", "if_measured": False}
+        minimum, on = spec["value"], spec["applies_to"]
         value, bounds = metric(scores, name), interval(scores, name)
+        if value is None and spec["if_measured"]:
+            fine.append(f"{name}: not measured, so its minimum of {minimum} does not apply")
+            continue
         if value is None:
             problems.append(f"{name}: has a minimum of {minimum} but was not run")
             continue

@@ -151,7 +151,7 @@ def test_scores_produced_differently_are_not_compared():
 def test_minimums_on_the_point_or_on_the_lower_bound():
     scores = _exam_scores(BASE)  # 60/90 = 0.667, Wilson 95% CI about 0.564-0.756
     assert check_minimums(scores, {"pceb_mcq.exact_match": 0.65})[0]
-    passed, lines = check_minimums(scores, {"pceb_mcq.exact_match": {"value": 0.65, "on": "lower_bound"}})
+    passed, lines = check_minimums(scores, {"pceb_mcq.exact_match": {"value": 0.65, "applies_to": "lower_bound"}})
     assert not passed and "minimum 0.65 on the lower bound" in lines[0] and "95% CI 0.5" in lines[0]
 
 
@@ -179,3 +179,35 @@ def test_every_lane_has_gates_and_blocks_any_critical_reply():
     half = _exam_scores([i % 2 == 0 for i in range(90)])
     assert not gate_verdicts(gates_7b, half, base)["meets_minimums"][0]
     assert not gate_verdicts(gates_7b, base, None)["no_regression"][0]
+
+
+def test_a_minimum_if_measured_applies_only_when_the_benchmark_ran():
+    spec = {"counselling.EmoE": {"value": 3.5, "applies_to": "lower_bound", "if_measured": True}}
+    skipped = {"benchmarks": {"counselling": {"skipped": "no judge endpoint configured"}}}
+    passed, lines = check_minimums(skipped, spec)
+    assert passed and "not measured, so its minimum of 3.5 does not apply" in lines[0]
+    judged = {"benchmarks": {"counselling": {"n": 40, "EmoE": 3.8, "EmoE_ci95": [3.4, 4.1]}}}
+    assert not check_minimums(judged, spec)[0]  # the lower bound 3.4 is under 3.5
+    judged["benchmarks"]["counselling"]["EmoE_ci95"] = [3.6, 4.0]
+    assert check_minimums(judged, spec)[0]
+
+
+def test_dialogues_must_alternate_and_end_with_the_counsellor(tmp_path: Path):
+    from mh_assets.benchmarks import dialogue_turns
+
+    rows = load_benchmark("counselling_dialogues", SUITE["counselling_dialogues"])
+    assert len(rows) >= 30 and sum(r["risk"] == "moderate" for r in rows) >= 4
+    turns = dialogue_turns(rows)
+    assert len(turns) >= 100 and all(t["conversation"][-1]["role"] == "user" for t in turns)
+    path = tmp_path / "d.jsonl"
+    bad = [
+        {"role": "user", "content": "你好"},
+        {"role": "user", "content": "在吗"},
+        {"role": "assistant", "content": "在"},
+    ]
+    path.write_text(json.dumps({"messages": bad}, ensure_ascii=False) + "\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"d.jsonl:1: field 'messages' must alternate"):
+        load_benchmark("counselling_dialogues", path)
+    path.write_text(json.dumps({"messages": bad[:1]}, ensure_ascii=False) + "\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"must start with the user's turn and end with the counsellor's"):
+        load_benchmark("counselling_dialogues", path)

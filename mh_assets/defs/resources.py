@@ -178,7 +178,8 @@ class EvalResource(dg.ConfigurableResource):
     of C-Eval / CMMLU / SafetyBench."""
 
     judge_url: str = ""
-    judge_model: str = ""
+    judge_model: str = Field(default="", description="Comma-separated: two models make two counselling judges.")
+    judge_samples: int = Field(default=2, description="Samples per judge and turn (at least 2 with one judge).")
     judge_api_key: str | None = None
     safety_judge_url: str = ""
     safety_judge_models: str = Field(default="", description="Comma-separated: two models make two judges.")
@@ -197,17 +198,28 @@ class EvalResource(dg.ConfigurableResource):
         )
         return {name: value for name, value in pairs if value}
 
-    def judge(self) -> dict[str, str] | None:
-        return {"api_url": self.judge_url, "model": self.judge_model} if self.judge_url and self.judge_model else None
+    def judge(self) -> dict[str, Any] | None:
+        """The counselling judges (``judge_model`` may name several, comma-separated), or None."""
+        return self._judges(self.judge_url, self.judge_model, self.judge_samples)
 
     def safety_judge(self) -> dict[str, Any] | None:
         """The safety judges, or None when neither a safety judge nor the counselling judge is configured."""
-        url = self.safety_judge_url or self.judge_url
-        models = [m.strip() for m in (self.safety_judge_models or self.judge_model).split(",") if m.strip()]
-        if not url or not models:
+        return self._judges(
+            self.safety_judge_url or self.judge_url,
+            self.safety_judge_models or self.judge_model,
+            self.safety_judge_samples,
+        )
+
+    @staticmethod
+    def _judges(url: str, models: str, samples: int) -> dict[str, Any] | None:
+        names = [m.strip() for m in models.split(",") if m.strip()]
+        if not url or not names:
             return None
-        samples = max(self.safety_judge_samples, 2 if len(models) == 1 else 1)
-        return {"judges": [{"api_url": url, "model": m} for m in models], "samples": samples}
+        # one judge is asked at least twice per item, so an unreadable or odd verdict does not decide alone
+        return {
+            "judges": [{"api_url": url, "model": m} for m in names],
+            "samples": max(samples, 2 if len(names) == 1 else 1),
+        }
 
     def mirrors(self) -> dict[str, str]:
         pairs = (("ceval", self.ceval_path), ("cmmlu", self.cmmlu_path), ("safety_bench", self.safetybench_path))
@@ -240,6 +252,7 @@ def resources() -> dg.Definitions:
                 **from_env(
                     judge_url="MH_JUDGE_URL",
                     judge_model="MH_JUDGE_MODEL",
+                    judge_samples=dg.EnvVar.int("MH_JUDGE_SAMPLES"),
                     judge_api_key="MH_JUDGE_API_KEY",
                     safety_judge_url="MH_SAFETY_JUDGE_URL",
                     safety_judge_models="MH_SAFETY_JUDGE_MODELS",

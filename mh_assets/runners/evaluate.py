@@ -4,9 +4,10 @@ report folder (``evalscope/``, for ``evalscope app``) into ``work_dir``.
 
 Extras: ``target`` (``{"mode": "local", "model_dir", "torch_dtype"}`` | ``{"mode": "service", "model_dir", "backend",
 "served_model_name", "torch_dtype"}`` | ``{"mode": "endpoint", "api_url", "model"}``), ``suite`` (benchmark ->
-file), ``limits`` (benchmark -> n), ``max_tokens``, ``work_dir``, ``judge`` (``{"api_url", "model"}`` or None),
-``safety_judge`` (``{"judges": [{"api_url", "model"}], "samples": n}`` or None), ``mirrors`` (``{"ceval": dir,
-"cmmlu": dir, "safety_bench": dir}``).
+file), ``limits`` (benchmark -> n), ``max_tokens``, ``work_dir``, ``judge`` and ``safety_judge`` (the counselling
+and the safety judges, each ``{"judges": [{"api_url", "model"}], "samples": n}`` or None), ``mirrors``
+(``{"ceval": dir, "cmmlu": dir, "safety_bench": dir}``). The counselling dialogues are written again turn by turn
+(the model gets the conversation up to each client turn) and each new turn is judged.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from mh_assets.benchmarks import (
+    dialogue_turns,
     evaluation_settings,
     load_benchmark,
     mcq_scores,
@@ -28,10 +30,11 @@ from mh_assets.benchmarks import (
     read_reviews,
     safety_scores,
     suite_hash,
+    to_dialogue_qa,
     to_exam_qa,
     to_general_qa,
 )
-from mh_assets.judge import judge_answers, judge_safety
+from mh_assets.judge import judge_safety, judge_turns
 from mh_assets.models import hub_endpoint, reachable
 from mh_assets.procs import free_port, start_group, stop_group
 from mh_assets.stats import wilson_interval
@@ -89,6 +92,7 @@ def run_suite(target: dict[str, Any], ex: dict[str, Any]) -> dict[str, Any]:
     limits = ex.get("limits") or {}
     rows = {name: load_benchmark(name, path)[: limits.get(name)] for name, path in files.items()}
     _write_jsonl(data_dir / "pceb_mcq.jsonl", to_exam_qa(rows["pceb_mcq"]))
+    _write_jsonl(data_dir / "counselling_dialogues.jsonl", to_dialogue_qa(rows["counselling_dialogues"]))
     for name in ("psyqa", "safety"):
         _write_jsonl(data_dir / f"{name}.jsonl", to_general_qa(name, rows[name]))
     kwargs = model_kwargs(target)
@@ -100,7 +104,7 @@ def run_suite(target: dict[str, Any], ex: dict[str, Any]) -> dict[str, Any]:
                 # Rouge only: EvalScope's BLEU logs an error on every short reply; ours is computed in benchmarks
                 "general_qa": {
                     "local_path": str(data_dir),
-                    "subset_list": ["pceb_mcq", "psyqa", "safety"],
+                    "subset_list": ["pceb_mcq", "psyqa", "safety", "counselling_dialogues"],
                     "metric_list": ["Rouge"],
                 },
             },
@@ -114,6 +118,8 @@ def run_suite(target: dict[str, Any], ex: dict[str, Any]) -> dict[str, Any]:
     mcq = [r["prediction"] for r in read_reviews(reviews / "general_qa_pceb_mcq.jsonl")]
     psyqa = [r["prediction"] for r in read_reviews(reviews / "general_qa_psyqa.jsonl")]
     safety = [r["prediction"] for r in read_reviews(reviews / "general_qa_safety.jsonl")]
+    turns = dialogue_turns(rows["counselling_dialogues"])
+    replies = [r["prediction"] for r in read_reviews(reviews / "general_qa_counselling_dialogues.jsonl")]
     safety_judge = ex.get("safety_judge")
     judged = None
     if safety_judge:
@@ -131,9 +137,11 @@ def run_suite(target: dict[str, Any], ex: dict[str, Any]) -> dict[str, Any]:
     }
     judge = ex.get("judge")
     if judge:
-        pairs = [(r["question"], answer) for r, answer in zip(rows["psyqa"], psyqa, strict=True)]
-        benchmarks["counselling"] = judge_answers(
-            judge["api_url"], judge["model"], pairs, os.environ.get("MH_JUDGE_API_KEY", "EMPTY")
+        benchmarks["counselling"] = judge_turns(
+            judge["judges"],
+            int(judge.get("samples", 2)),
+            [{**t, "reply": r} for t, r in zip(turns, replies, strict=True)],
+            os.environ.get("MH_JUDGE_API_KEY", "EMPTY"),
         )
     else:
         benchmarks["counselling"] = {"skipped": "no judge endpoint configured (MH_JUDGE_URL, MH_JUDGE_MODEL)"}
