@@ -35,7 +35,9 @@ if mode == "snapshot":
     lanes = {"tiny": LaneLengths("tiny", 512), "7b": LaneLengths("tiny", 3072), "32b": LaneLengths("tiny", 4096)}
     plan = LengthPlan({"tiny": tokenizer}, lanes)
     out = Path(tempfile.mkdtemp())
-    manifest = build_snapshot(path, out, plan)
+    from mh_assets.benchmarks import SUITE, load_benchmark
+    items = {name: load_benchmark(name, file) for name, file in SUITE.items()}  # decontamination, as in the asset
+    manifest = build_snapshot(path, out, plan, eval_items=items)
     rows = manifest["rows_in"]
 else:
     rows, batch = 0, []

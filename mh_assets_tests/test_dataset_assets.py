@@ -165,13 +165,13 @@ def test_training_rows_that_copy_evaluation_items_are_found_and_block(tmp_path: 
         {"messages": [{"role": "user", "content": p["prompt"]}, {"role": "assistant", "content": "我在这里陪着你。"}]}
         for p in probes
         if "prompt" in p
-    ][:20]  # 20 of 311 items: 6.4%
+    ][:20]  # 20 of 343 items: 5.8%
     src = _write(tmp_path / "d.jsonl", [*GOOD, *copied])
     with dg.instance_for_test() as instance:
         result = _snapshot(src, instance)
     check = _checks(result)["no_eval_overlap"]
     assert not check.passed and check.severity == dg.AssetCheckSeverity.ERROR
-    assert "20 of 311 evaluation items (6.4%) share text with the training data: safety/" in check.description
+    assert "20 of 343 evaluation items (5.8%) share text with the training data: safety/" in check.description
     src = _write(tmp_path / "d.jsonl", [*GOOD, *copied[:2]])  # 0.6%: below the warning
     with dg.instance_for_test() as instance:
         assert _checks(_snapshot(src, instance))["no_eval_overlap"].passed
