@@ -87,12 +87,15 @@ def test_the_shipped_exam_gives_no_position_pattern():
         assert same < 0.45, (period, same)
 
 
-def test_the_longest_choice_is_measured():
-    """Recorded, not yet fixed (see mh_assets/data/eval/README.md): how often the longest choice is the answer of a
-    single-answer question. The test fails if it gets worse, so a new question cannot add to the bias unnoticed."""
+def test_the_longest_choice_is_no_better_a_guess_than_chance():
+    """Guessing the longest choice (ties broken at random) on single-answer questions scores near chance (1 in
+    4): it scored 37% before 11 distractors were lengthened."""
     from mh_assets.benchmarks import SUITE, load_benchmark
 
     single = [r for r in load_benchmark("pceb_mcq", SUITE["pceb_mcq"]) if "," not in r["answer"]]
-    longest = [max(range(len(r["choices"])), key=lambda i: len(r["choices"][i])) for r in single]
-    share = sum(LETTERS[i] == r["answer"] for i, r in zip(longest, single, strict=True)) / len(single)
-    assert share <= 27 / 66
+    expected_right = 0.0
+    for r in single:
+        lengths = [len(c) for c in r["choices"]]
+        if lengths[LETTERS.index(r["answer"])] == max(lengths):
+            expected_right += 1 / lengths.count(max(lengths))
+    assert expected_right / len(single) <= 0.30, expected_right / len(single)
