@@ -9,12 +9,12 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mh_assets.decontam import overlap_summary, overlaps
+from mh_assets.decontam import OverlapFinder, overlap_summary
 from mh_assets.lane import Lane
 from mh_assets.lengths import LaneLengths, LengthCounter, summarize
 from mh_assets.models import model_dir
@@ -69,15 +69,6 @@ def _read_error(path: Path, exc: OSError) -> OSError:
     return OSError(f"cannot read dataset file {path}: {exc.strerror or exc}")
 
 
-def _eval_overlap(train: Path, items: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
-    def texts() -> Iterator[str]:
-        with train.open(encoding="utf-8") as fh:
-            for line in fh:
-                yield "".join(m["content"] for m in json.loads(line)["messages"])
-
-    return overlap_summary(overlaps(texts(), items), items)
-
-
 def build_snapshot(
     source: Path,
     out: Path,
@@ -108,6 +99,7 @@ def build_snapshot(
     turns: Counter[int] = Counter()
     pii: dict[str, dict[str, Any]] = {kind: {"count": 0, "lines": []} for kind in KINDS}
     kept = 0
+    finder = OverlapFinder(eval_items) if eval_items else None
     with (
         (out / "train.jsonl").open("w", encoding="utf-8") as train,
         (out / "quarantine.jsonl").open("w", encoding="utf-8") as quarantine,
@@ -119,6 +111,8 @@ def build_snapshot(
                 continue
             line = json.dumps({"messages": result.messages}, ensure_ascii=False) + "\n"
             train.write(line)
+            if finder:
+                finder.scan("".join(m["content"] for m in result.messages))
             digest.update(line.encode())
             kept += 1
             schemas[result.schema] += 1
@@ -151,7 +145,7 @@ def build_snapshot(
         },
         "sha256": digest.hexdigest(),
         "limits": limits or {},
-        "eval_overlap": _eval_overlap(out / "train.jsonl", eval_items) if eval_items else None,
+        "eval_overlap": overlap_summary(finder.found(), eval_items) if finder and eval_items else None,
     }
     (out / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=False, indent=2), encoding="utf-8")
     return manifest
