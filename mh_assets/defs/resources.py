@@ -189,6 +189,8 @@ class EvalResource(dg.ConfigurableResource):
     ceval_path: str = ""
     cmmlu_path: str = ""
     safetybench_path: str = ""
+    cpsyexam_path: str = Field(default="", description="A CPsyExam copy: <root>/dev/<task>.json (README).")
+    pceb_path: str = Field(default="", description="A counsellor-exam bank in the shipped pceb_mcq format.")
 
     def secrets_env(self) -> dict[str, str]:
         pairs = (
@@ -222,7 +224,13 @@ class EvalResource(dg.ConfigurableResource):
         }
 
     def mirrors(self) -> dict[str, str]:
-        pairs = (("ceval", self.ceval_path), ("cmmlu", self.cmmlu_path), ("safety_bench", self.safetybench_path))
+        pairs = (
+            ("ceval", self.ceval_path),
+            ("cmmlu", self.cmmlu_path),
+            ("safety_bench", self.safetybench_path),
+            ("cpsyexam", self.cpsyexam_path),
+            ("pceb", self.pceb_path),
+        )
         return {k: v for k, v in pairs if v}
 
 
@@ -262,6 +270,8 @@ def resources() -> dg.Definitions:
                     ceval_path="MH_CEVAL_PATH",
                     cmmlu_path="MH_CMMLU_PATH",
                     safetybench_path="MH_SAFETYBENCH_PATH",
+                    cpsyexam_path="MH_CPSYEXAM_PATH",
+                    pceb_path="MH_PCEB_PATH",
                 )
             ),
             "hub": HubResource(

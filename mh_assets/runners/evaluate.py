@@ -35,6 +35,7 @@ from mh_assets.benchmarks import (
     to_general_qa,
 )
 from mh_assets.judge import judge_safety, judge_turns
+from mh_assets.mirrors import EXAM_MIRRORS, MIRROR_ENV, MirrorError, read_exam_mirror
 from mh_assets.models import hub_endpoint, reachable
 from mh_assets.procs import free_port, start_group, stop_group
 from mh_assets.stats import wilson_interval
@@ -91,7 +92,9 @@ def run_suite(target: dict[str, Any], ex: dict[str, Any]) -> dict[str, Any]:
     files = {name: Path(path) for name, path in ex["suite"].items()}
     limits = ex.get("limits") or {}
     rows = {name: load_benchmark(name, path)[: limits.get(name)] for name, path in files.items()}
-    _write_jsonl(data_dir / "pceb_mcq.jsonl", to_exam_qa(rows["pceb_mcq"]))
+    mirrored, exams = exam_mirrors(ex, limits)
+    for name, exam in {"pceb_mcq": rows["pceb_mcq"], **mirrored}.items():
+        _write_jsonl(data_dir / f"{name}.jsonl", to_exam_qa(exam))
     _write_jsonl(data_dir / "counselling_dialogues.jsonl", to_dialogue_qa(rows["counselling_dialogues"]))
     for name in ("psyqa", "safety"):
         _write_jsonl(data_dir / f"{name}.jsonl", to_general_qa(name, rows[name]))
@@ -104,7 +107,7 @@ def run_suite(target: dict[str, Any], ex: dict[str, Any]) -> dict[str, Any]:
                 # Rouge only: EvalScope's BLEU logs an error on every short reply; ours is computed in benchmarks
                 "general_qa": {
                     "local_path": str(data_dir),
-                    "subset_list": ["pceb_mcq", "psyqa", "safety", "counselling_dialogues"],
+                    "subset_list": ["pceb_mcq", "psyqa", "safety", "counselling_dialogues", *mirrored],
                     "metric_list": ["Rouge"],
                 },
             },
@@ -145,15 +148,44 @@ def run_suite(target: dict[str, Any], ex: dict[str, Any]) -> dict[str, Any]:
         )
     else:
         benchmarks["counselling"] = {"skipped": "no judge endpoint configured (MH_JUDGE_URL, MH_JUDGE_MODEL)"}
-    for name in ("ceval", "cmmlu", "safety_bench"):
-        benchmarks[name] = run_exam(name, (ex.get("mirrors") or {}).get(name), kwargs, ex, evalscope_dir)
+    for name, exam in mirrored.items():
+        replies = [r["prediction"] for r in read_reviews(reviews / f"general_qa_{name}.jsonl")]
+        benchmarks[name] = {**mcq_scores(exam, replies), "rows_without_key": exams[name]}
+    benchmarks.update({name: {"skipped": why} for name, why in exams.items() if isinstance(why, str)})
+    for name in ("ceval", "cmmlu", "cmmlu_psychology", "safety_bench"):
+        mirror = (ex.get("mirrors") or {}).get(EXAM_DATASETS.get(name, name))
+        benchmarks[name] = run_exam(name, mirror, kwargs, ex, evalscope_dir)
     samples = [{"question": r["question"], "answer": a} for r, a in zip(rows["psyqa"], psyqa, strict=True)]
     samples = samples[:SAMPLE_DIALOGUES]
     return {"suite_sha256": suite_hash(files), "benchmarks": benchmarks, "samples": samples}
 
 
-# SafetyBench: the Chinese subset; its "Mental Health" category is reported beside the overall accuracy
-EXAM_ARGS: dict[str, dict[str, Any]] = {"safety_bench": {"subset_list": ["zh_subset"]}}
+def exam_mirrors(ex: dict[str, Any], limits: dict[str, int]) -> tuple[dict[str, list[dict[str, Any]]], dict[str, Any]]:
+    """The configured psychology exam mirrors (CPsyExam, a counsellor-exam bank) as exam rows, and per mirror
+    either how many rows had no usable key or why it was skipped."""
+    mirrored: dict[str, list[dict[str, Any]]] = {}
+    notes: dict[str, Any] = {}
+    for name in EXAM_MIRRORS:
+        path = (ex.get("mirrors") or {}).get(name)
+        if not path:
+            notes[name] = f"no local mirror configured ({MIRROR_ENV[name]})"
+            continue
+        try:
+            rows, without_key = read_exam_mirror(name, path)
+        except (MirrorError, ValueError, OSError) as exc:  # a broken mirror must not cost the rest of the suite
+            notes[name] = f"{name} mirror unusable: {exc}"[:500]
+            continue
+        mirrored[name], notes[name] = rows[: limits.get(name)], without_key
+    return mirrored, notes
+
+
+# SafetyBench: the Chinese subset; its "Mental Health" category is reported beside the overall accuracy; CMMLU's
+# professional psychology subject on its own (from the same mirror as CMMLU)
+EXAM_ARGS: dict[str, dict[str, Any]] = {
+    "safety_bench": {"subset_list": ["zh_subset"]},
+    "cmmlu_psychology": {"subset_list": ["professional_psychology"]},
+}
+EXAM_DATASETS = {"cmmlu_psychology": "cmmlu"}  # benchmark -> EvalScope dataset (and mirror)
 MENTAL_HEALTH = "Mental Health"
 
 
@@ -161,22 +193,23 @@ def run_exam(name: str, mirror: str | None, kwargs: dict[str, Any], ex: dict[str
     """C-Eval / CMMLU / SafetyBench from a local mirror, or from the hub when reachable; otherwise skipped with the
     reason."""
     if not mirror and not reachable(hub_endpoint("modelscope")):
-        return {"skipped": f"no local mirror configured (MH_{name.upper()}_PATH) and the hub is not reachable"}
+        return {"skipped": f"no local mirror configured ({MIRROR_ENV[name]}) and the hub is not reachable"}
     from evalscope import TaskConfig, run_task
 
     args = {**EXAM_ARGS.get(name, {}), **({"local_path": mirror} if mirror else {})}
     try:
+        dataset = EXAM_DATASETS.get(name, name)
         report = run_task(
             TaskConfig(
-                datasets=[name],
-                dataset_args={name: args},
+                datasets=[dataset],
+                dataset_args={dataset: args},
                 work_dir=str(work),
                 no_timestamp=True,
                 limit=(ex.get("limits") or {}).get(name),
                 generation_config={"max_tokens": ex["max_tokens"], "temperature": 0.0},
                 **kwargs,
             )
-        )[name]
+        )[dataset]
     except Exception as exc:  # a broken mirror must not cost the rest of the suite
         return {"skipped": f"{name} failed: {type(exc).__name__}: {exc}"[:500]}
     result = {"n": report.metrics[0].num, **accuracy("accuracy", report.metrics[0].score, report.metrics[0].num)}
