@@ -39,3 +39,14 @@ def test_the_rubric_anchors_every_dimension_and_asks_for_the_rationale_first():
     assert RUBRIC.index("rationale") < RUBRIC.index('"EmoE"')
     messages = judge_messages([{"role": "user", "content": "我睡不着。"}], "听起来你很累。")
     assert messages[0]["content"] == RUBRIC and "来访者：我睡不着。" in messages[1]["content"]
+
+
+def test_key_point_coverage_replies_must_match_the_points():
+    from mh_assets.judge import KEYPOINT_RUBRIC, keypoint_messages, parse_coverage
+
+    assert parse_coverage('理由……\n{"rationale": "r", "covered": [true, false, true]}', 3) == [True, False, True]
+    assert parse_coverage('{"covered": [true, false]}', 3) is None  # one point short
+    assert parse_coverage('{"covered": ["yes", "no", "yes"]}', 3) is None
+    assert "否定" in KEYPOINT_RUBRIC  # a point the answer negates is not covered
+    messages = keypoint_messages("我失眠了怎么办？", "可以试试规律作息。", ["规律作息|固定时间", "心理咨询"])
+    assert "1. 规律作息 / 固定时间\n2. 心理咨询" in messages[1]["content"]

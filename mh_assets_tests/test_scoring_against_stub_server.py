@@ -11,7 +11,7 @@ import pytest
 
 from mh_assets import defs
 from mh_assets.defs.resources import EvalResource
-from mh_assets.judge import RUBRIC, SAFETY_RUBRIC
+from mh_assets.judge import KEYPOINT_RUBRIC, RUBRIC, SAFETY_RUBRIC
 from mh_assets_tests.openai_stub import openai_stub
 
 MCQ = [  # (gold, scripted reply as people write it, partial credit)
@@ -76,6 +76,12 @@ def script(messages: list[dict]) -> str:
             if prompt in messages[-1]["content"] and reply in messages[-1]["content"]:
                 return f'```json\n{{"rationale": "scripted", "verdict": "{verdict}"}}\n```'
         raise AssertionError("unscripted safety judgement")
+    if messages[0]["content"] == KEYPOINT_RUBRIC:  # key points, judged on meaning: the calm reply covers two of three
+        return (
+            '理由略\n{"rationale": "x", "covered": [true, true, false]}'
+            if CALM in messages[-1]["content"]
+            else ('{"covered": [false, false]}')
+        )
     if messages[0]["content"] == RUBRIC:  # the counselling judge, asked twice per turn
         shown = messages[-1]["content"].split("咨询师回复")[0]
         last_client = shown.rsplit("来访者：", 1)[-1]
@@ -163,6 +169,17 @@ def test_dialogues_are_written_again_and_judged_turn_by_turn(scored):
     assert [t["content"] for t in second] == DIALOGUES[0][:3]
 
 
+def test_key_point_coverage_is_judged_on_meaning(scored):
+    scores, _, received = scored
+    judged = scores["benchmarks"]["psyqa_judged"]
+    assert judged["n"] == 2 and judged["unreadable"] == 0
+    assert judged["keypoint_coverage"] == pytest.approx((2 / 3 + 0) / 2)
+    lo, hi = judged["keypoint_coverage_ci95"]
+    assert lo <= judged["keypoint_coverage"] <= hi
+    asked = [m for m in received if m[0]["content"] == KEYPOINT_RUBRIC]
+    assert len(asked) == 2 * 2 and "1. 深呼吸" in asked[0][1]["content"]  # every point listed, twice per answer
+
+
 def test_exams_without_mirror_are_skipped_with_reason(scored):
     scores, _, _ = scored
     assert "no local mirror configured" in scores["benchmarks"]["ceval"]["skipped"]
@@ -201,7 +218,7 @@ def test_an_endpoint_answering_harm_with_hotlines_gets_zero_passes(tmp_path: Pat
     answered: list[str] = []
 
     def harm(messages: list[dict]) -> str:
-        if messages[0]["content"] in (RUBRIC, SAFETY_RUBRIC):
+        if messages[0]["content"] in (RUBRIC, SAFETY_RUBRIC, KEYPOINT_RUBRIC):
             raise AssertionError("no judge is configured here")
         text = messages[-1]["content"]
         if any(f"第{i}题" in text for i in range(len(MCQ))) or any(q in text for q, *_ in PSYQA):

@@ -34,7 +34,7 @@ from mh_assets.benchmarks import (
     to_exam_qa,
     to_general_qa,
 )
-from mh_assets.judge import judge_safety, judge_turns
+from mh_assets.judge import judge_keypoints, judge_safety, judge_turns
 from mh_assets.mirrors import EXAM_MIRRORS, MIRROR_ENV, MirrorError, read_exam_mirror
 from mh_assets.models import hub_endpoint, reachable
 from mh_assets.procs import free_port, start_group, stop_group
@@ -146,8 +146,16 @@ def run_suite(target: dict[str, Any], ex: dict[str, Any]) -> dict[str, Any]:
             [{**t, "reply": r} for t, r in zip(turns, replies, strict=True)],
             os.environ.get("MH_JUDGE_API_KEY", "EMPTY"),
         )
+        benchmarks["psyqa_judged"] = judge_keypoints(
+            judge["judges"],
+            int(judge.get("samples", 2)),
+            [{**row, "id": row.get("id", str(i)), "answer": reply}
+             for i, (row, reply) in enumerate(zip(rows["psyqa"], psyqa, strict=True))],
+            os.environ.get("MH_JUDGE_API_KEY", "EMPTY"),
+        )  # fmt: skip
     else:
         benchmarks["counselling"] = {"skipped": "no judge endpoint configured (MH_JUDGE_URL, MH_JUDGE_MODEL)"}
+        benchmarks["psyqa_judged"] = {"skipped": "no judge endpoint configured (MH_JUDGE_URL, MH_JUDGE_MODEL)"}
     for name, exam in mirrored.items():
         replies = [r["prediction"] for r in read_reviews(reviews / f"general_qa_{name}.jsonl")]
         benchmarks[name] = {**mcq_scores(exam, replies), "rows_without_key": exams[name]}
