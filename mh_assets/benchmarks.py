@@ -38,7 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from mh_assets.exam import LETTERS, MULTIPLE, SINGLE, exam_prompt, gold_letters, item_score, parse_answer
 from mh_assets.judge import judge_summary
 from mh_assets.safety import Screen, load_screen, stricter
-from mh_assets.stats import bootstrap_interval, bootstrap_statistic, paired_comparison, wilson_interval
+from mh_assets.stats import bootstrap_interval, bootstrap_statistic, outward, paired_comparison, wilson_interval
 from mh_assets.yamlio import YamlError, load_yaml, parse_as
 
 EVAL_DATA = Path(__file__).parent / "data" / "eval"
@@ -129,6 +129,10 @@ def load_benchmark(name: str, path: Path) -> list[dict[str, Any]]:
             _check_safety_probe(row, at)
         if name == "counselling_dialogues":
             _check_dialogue(row, at)
+        if name == "psyqa":
+            points = row["key_points"]
+            if not isinstance(points, list) or not points or not all(isinstance(p, str) and p for p in points):
+                raise ValueError(f"{at}: field 'key_points' must be a non-empty list of phrases")
         if name == "pceb_mcq":
             choices = row["choices"]
             if not isinstance(choices, list) or not 2 <= len(choices) <= len(LETTERS):
@@ -185,13 +189,11 @@ def to_general_qa(name: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]
 
 
 def _share(k: int, n: int) -> tuple[float, list[float]]:
-    lo, hi = wilson_interval(k, n)
-    return (k / n if n else 0.0), [round(lo, 4), round(hi, 4)]
+    return (k / n if n else 0.0), outward(*wilson_interval(k, n))
 
 
 def _mean(values: list[float]) -> tuple[float, list[float]]:
-    lo, hi = bootstrap_interval(values)
-    return (sum(values) / len(values) if values else 0.0), [round(lo, 4), round(hi, 4)]
+    return (sum(values) / len(values) if values else 0.0), outward(*bootstrap_interval(values))
 
 
 def mcq_scores(rows: list[dict[str, Any]], replies: list[str]) -> dict[str, Any]:
@@ -246,12 +248,12 @@ def text_overlap(prediction: str, reference: str) -> dict[str, Any]:
     bleu = _bleu().sentence_score(prediction, [reference])
     counts = {"counts": bleu.counts, "totals": bleu.totals, "sys_len": bleu.sys_len, "ref_len": bleu.ref_len}
     if not hyp or not ref:
-        return {"rouge1": 0.0, "rougeL": 0.0, "bleu4": 0.0, "bleu_counts": counts}
+        return {"rouge1": 0.0, "rougeL": 0.0, "sentence_bleu4": 0.0, "bleu_counts": counts}
     rouge = Rouge().get_scores(" ".join(hyp), " ".join(ref))[0]
     return {
         "rouge1": rouge["rouge-1"]["f"],
         "rougeL": rouge["rouge-l"]["f"],
-        "bleu4": bleu.score / 100,
+        "sentence_bleu4": bleu.score / 100,  # not "bleu4": the figure is corpus BLEU, which items do not pair
         "bleu_counts": counts,
     }
 
@@ -274,10 +276,10 @@ def corpus_bleu(items: list[dict[str, Any]]) -> float:
     correct = [sum(c["counts"][k] for c in counts) for k in range(4)]
     total = [sum(c["totals"][k] for c in counts) for k in range(4)]
     sys_len, ref_len = sum(c["sys_len"] for c in counts), sum(c["ref_len"] for c in counts)
-    return BLEU.compute_bleu(correct, total, sys_len, ref_len).score / 100
+    return BLEU.compute_bleu(correct, total, sys_len, ref_len, smooth_method="exp").score / 100
 
 
-PSYQA_FIGURES = ("rouge1", "rougeL", "bleu4", "keypoint_hit")
+PSYQA_FIGURES = ("rouge1", "rougeL", "keypoint_hit")  # bleu4 is a corpus figure, computed apart
 
 
 def psyqa_scores(rows: list[dict[str, Any]], predictions: list[str]) -> dict[str, Any]:
@@ -293,8 +295,7 @@ def psyqa_scores(rows: list[dict[str, Any]], predictions: list[str]) -> dict[str
     for figure in PSYQA_FIGURES:
         result[figure], result[f"{figure}_ci95"] = _mean([it[figure] for it in items])
     # BLEU is a corpus figure (items keep their sentence BLEU for paired comparisons)
-    lo, hi = bootstrap_statistic(items, corpus_bleu)
-    result["bleu4"], result["bleu4_ci95"] = corpus_bleu(items), [round(lo, 4), round(hi, 4)]
+    result["bleu4"], result["bleu4_ci95"] = corpus_bleu(items), outward(*bootstrap_statistic(items, corpus_bleu))
     return {**result, "items": items}
 
 
@@ -310,6 +311,7 @@ def evaluation_settings(target: dict[str, Any], suite_sha256: str, ex: dict[str,
         "judge": ex.get("judge"),
         "safety_judge": safety_judge,
         "prompts": hashlib.sha256((SINGLE + MULTIPLE).encode()).hexdigest()[:12],
+        "mirrors": dict(sorted((ex.get("mirrors") or {}).items())),
     }
 
 
@@ -486,8 +488,8 @@ def interval(scores: dict[str, Any], dotted: str) -> tuple[float, float] | None:
 def item_values(result: dict[str, Any], figure: str) -> dict[str, float] | None:
     """A figure's value on every item, by item id (safety: a probe passes, or its reply refers); None if the
     scores keep no items for it."""
-    items = result.get("items") or []
-    if items and figure in items[0]:
+    items = [it for it in result.get("items") or [] if figure in it]  # a judged item may not count
+    if items:
         return {str(it["id"]): float(it[figure]) for it in items}
     probes = result.get("probes") or []
     if probes and figure == "pass_rate":
@@ -508,8 +510,11 @@ def paired(scores: dict[str, Any], base: dict[str, Any], dotted: str) -> dict[st
     return paired_comparison([before[i] for i in common], [tuned[i] for i in common])
 
 
+ALPHA = 0.05  # a paired difference counts as real only below this p-value
+MIN_ITEMS_FOR_BOUND = 10  # a lower bound from fewer items (one judged turn: [5.0, 5.0]) gates nothing
+
 # What must match for two sets of scores to be compared (the model itself may differ, nothing else).
-SETTINGS = ("suite_sha256", "limits", "mode", "backend", "max_tokens", "judge", "safety_judge", "prompts")
+SETTINGS = ("suite_sha256", "limits", "mode", "backend", "max_tokens", "judge", "safety_judge", "prompts", "mirrors")
 
 
 def settings_differences(scores: dict[str, Any], base: dict[str, Any]) -> list[str]:
@@ -532,13 +537,21 @@ def check_minimums(scores: dict[str, Any], minimums: dict[str, Any]) -> tuple[bo
         spec = spec if isinstance(spec, dict) else {"value": spec, "applies_to": "point", "if_measured": False}
         minimum, on = spec["value"], spec["applies_to"]
         value, bounds = metric(scores, name), interval(scores, name)
-        if value is None and spec["if_measured"]:
+        bench = (scores.get("benchmarks", {}).get(name.partition(".")[0])) or {}
+        if value is None and spec["if_measured"] and (bench.get("skipped") or not bench):
             fine.append(f"{name}: not measured, so its minimum of {minimum} does not apply")
+            continue
+        if value is None and bench and not bench.get("skipped"):
+            problems.append(f"{name}: ran but measured nothing ({bench.get('n', 0)} items counted)")
             continue
         if value is None:
             problems.append(f"{name}: has a minimum of {minimum} but was not run")
             continue
         shown = f"{name} {value:.3f}" + (f" (95% CI {bounds[0]:.3f}-{bounds[1]:.3f})" if bounds else "")
+        if on == "lower_bound" and (bench.get("n") or 0) < MIN_ITEMS_FOR_BOUND:
+            problems.append(f"{shown}: {bench.get('n') or 0} items are too few for a lower bound (at least "
+                            f"{MIN_ITEMS_FOR_BOUND})")  # fmt: skip
+            continue
         if on == "lower_bound" and bounds is None:
             problems.append(
                 f"{shown}: the minimum {minimum} applies to the lower bound, but the figure has no interval"
@@ -554,8 +567,9 @@ def check_regression(
     scores: dict[str, Any], base: dict[str, Any], tolerances: dict[str, float]
 ) -> tuple[bool, list[str]]:
     """No gated figure drops below the base model's by more than its tolerance, judged item by item: the gate
-    blocks when the whole 95% interval of the paired difference lies below minus the tolerance (a real drop), not
-    when the point estimate dips by noise. Scores produced with different settings are not compared."""
+    blocks when the whole 95% interval of the paired difference lies below minus the tolerance and the paired test
+    agrees (p < 0.05): a real drop, not the point estimate dipping by noise (with few items a bootstrap interval
+    alone is too narrow). Scores produced with different settings are not compared."""
     if not tolerances:
         return True, ["no regression gate on this lane"]
     differences = settings_differences(scores, base)
@@ -577,7 +591,7 @@ def check_regression(
             f"{name} {tuned:.3f} vs base {before:.3f}: delta {compared['delta']:+.3f} (95% CI {lo:+.3f} to "
             f"{hi:+.3f}, p={compared['p_value']:.3g}, {compared['n']} items), tolerance {tolerance}"
         )
-        if hi < -tolerance:
+        if hi < -tolerance and compared["p_value"] < ALPHA:
             problems.append(f"{line}: a real drop")
         elif lo < -tolerance:
             fine.append(f"{line}: no drop shown, though too few items to rule one out")
@@ -705,7 +719,8 @@ def comparison_table(rows: list[dict[str, Any]]) -> str:
             lines.append(f"| {r['benchmark']} | 0 | skipped: {r['note']} | | | | | |")
             continue
         ci, p = r["delta_ci95"], r["p_value"]
-        verdict = "" if ci is None else "no difference shown" if ci[0] <= 0 <= ci[1] else "difference"
+        shown = ci is not None and not ci[0] <= 0 <= ci[1] and p is not None and p < ALPHA
+        verdict = "" if ci is None else "difference" if shown else "no difference shown"
         lines.append(
             f"| {r['benchmark']} | {r['samples']} | {r['metric']} | {fmt(r['fine_tuned'], r['fine_tuned_ci95'])} "
             f"| {fmt(r['base'], r['base_ci95'])} | {fmt(r['delta'], ci, signed=True)} "

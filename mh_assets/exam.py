@@ -21,9 +21,13 @@ _MARKER = re.compile(
     r"(?:正确答案|最终答案|答案|ANSWER(?:\s+IS)?)\s*(?:应该|应当|应)?\s*(?:是|为)?\s*[:：]?"
     r"|(?<![不没别])(?:选择|选)(?:项)?\s*(?:是|为)?\s*[:：]?"
 )
-_SEPARATORS = set(" \t,，、/&;；+和与及")
-_DECORATION = set("*()（）【】[]「」\"'“”‘’.．:：")
-_STOP = set("。！？!?\n")
+_SEPARATORS = set(" \t,，、/&+和与及")
+_OPENERS = set("(（[【「\"'“‘")
+_DECORATION = _OPENERS | set("*)）]】」”’.．:：")
+_STOP = set("。！？!?\n;；")
+# after a letter: the letter names an option ("C项的说法", "A、C均错误"), or the options are being counted
+_SUBJECT = re.compile(r"\s*(?:项|选项|均|都)")
+_COUNTING = re.compile(r"\s*[一二三四五六七八九十两几\d]+\s*个?(?:选项|项)")
 
 
 def gold_letters(answer: str, n_choices: int) -> frozenset[str]:
@@ -44,13 +48,16 @@ def exam_prompt(row: dict[str, Any]) -> str:
 
 
 def _letters_at(text: str, valid: str) -> list[str]:
-    """The answer letters at the start of ``text`` (after decoration), up to the first word or sentence end."""
+    """The answer letters at the start of ``text`` (after decoration), up to the first word or sentence end; empty
+    when the letters turn out to name or count options, or hedge between them ("A或B")."""
     found: list[str] = []
     i = 0
     while i < len(text):
         ch = text[i]
-        if ch in _STOP:
-            break
+        if ch in _STOP or (found and ch in _OPENERS):
+            break  # a sentence ends, or an explanation in brackets begins ("答案：B（A、C错误）")
+        if ch == "或":
+            return []  # a hedge earns nothing
         if "A" <= ch <= "Z":
             end = i
             while end < len(text) and "A" <= text[end] <= "Z":
@@ -58,6 +65,10 @@ def _letters_at(text: str, valid: str) -> list[str]:
             run = text[i:end]
             if any(c not in valid for c in run) or len(set(run)) != len(run):
                 return []  # an English word ("A GOOD ...") or a letter that is no choice: not an answer
+            if _COUNTING.match(text, end):
+                return []  # "A、B、C、D四个选项中": the options are being listed, not chosen
+            if _SUBJECT.match(text, end):
+                break  # "B，C项的说法错误": C is talked about, not chosen
             found += [c for c in run if c not in found]
             i = end
         elif ch in _SEPARATORS or ch in _DECORATION:

@@ -23,7 +23,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from mh_assets.stats import bootstrap_interval, cohen_kappa
+from mh_assets.stats import bootstrap_interval, cohen_kappa, outward
 
 DIMENSIONS = ("EmoE", "CogE", "Con.", "Sta.", "Saf.")
 ALIASES = {
@@ -99,26 +99,28 @@ def _score(value: Any) -> float | None:
 
 def _from_lines(text: str) -> dict[str, float]:
     """``EmoE: 4``, ``**EmoE**: 4``, ``情绪共情（EmoE）：4分``, ``1. EmoE 情绪共情：4`` ... one dimension per line: the
-    number after the line's last colon (or after the name when there is none); list numbers are ignored."""
+    number right after the line's last colon (or right after the name when there is none); list numbers and
+    numbers inside a rationale ("有2处…") are not scores; a later line for the same dimension wins."""
     found: dict[str, float] = {}
     for raw in text.splitlines():
         line = re.sub(r"^\s*(?:[-*•]|\d+[.、)）])\s*", "", unicodedata.normalize("NFKC", raw).replace("*", ""))
-        names = {_canonical(m.group()) for m in _ALIAS.finditer(line.lower())} - {None}
+        matches = list(_ALIAS.finditer(line.lower()))
+        names = {_canonical(m.group()) for m in matches} - {None}
         if len(names) != 1:
             continue
-        name = names.pop()
-        after = [m.end() for m in _ALIAS.finditer(line.lower())][-1]
         colon = max(line.rfind(":"), line.rfind("="))
-        match = _NUMBER.search(line, colon + 1 if colon >= after else after)
-        if match and name not in found:
-            found[name] = float(match.group())
+        start = colon + 1 if colon >= matches[-1].end() else matches[-1].end()
+        match = re.compile(r"\s*(?:[(（][^)）]*[)）]\s*)?(-?\d+(?:\.\d+)?)").match(line, start)
+        if match:
+            found[names.pop()] = float(match.group(1))
     return found
 
 
 def parse_judgement(text: str) -> dict[str, int] | None:
     """The five scores of a judge's reply (JSON, fenced JSON, or one dimension per line in the formats judges
-    write), or None when one is missing, not a whole number from 1 to 5 (0 or 7 is unreadable, not clamped)."""
-    scores: dict[str, float] = {}
+    write; JSON over lines, the last over earlier ones), or None when one is missing or not a whole number from
+    1 to 5 (0 or 7 is unreadable, not clamped)."""
+    scores = _from_lines(text)
     for block in re.findall(r"\{[^{}]*\}", text):
         try:
             data = json.loads(block)
@@ -127,9 +129,7 @@ def parse_judgement(text: str) -> dict[str, int] | None:
         for key, value in data.items():
             name, score = _canonical(str(key)), _score(value)
             if name and score is not None:
-                scores.setdefault(name, score)
-    for name, score in _from_lines(text).items():
-        scores.setdefault(name, score)
+                scores[name] = score
     if set(scores) != set(DIMENSIONS) or any(not (1 <= v <= 5 and v == int(v)) for v in scores.values()):
         return None
     return {k: int(v) for k, v in scores.items()}
@@ -217,8 +217,7 @@ def judge_turns(
     figures: dict[str, Any] = {}
     for d in DIMENSIONS if counted else ():
         values = [it[d] for it in counted]
-        lo, hi = bootstrap_interval(values)
-        figures[d], figures[f"{d}_ci95"] = sum(values) / len(values), [round(lo, 4), round(hi, 4)]
+        figures[d], figures[f"{d}_ci95"] = sum(values) / len(values), outward(*bootstrap_interval(values))
     return {
         "n": len(counted),
         "turns": len(items),
@@ -271,8 +270,8 @@ def judge_keypoints(
     its bootstrap 95% interval."""
     scored, unreadable = [], 0
     for item in items:
-        shares = []
-        for judge in judges:
+        shares: list[float] = []
+        for judge in judges if item["key_points"] else ():  # no point to cover: nothing to judge
             for seed in range(samples):
                 messages = keypoint_messages(item["question"], item["answer"], item["key_points"])
                 covered = parse_coverage(chat(judge["api_url"], judge["model"], messages, api_key, seed=seed),
@@ -288,9 +287,8 @@ def judge_keypoints(
     values = [e["keypoint_coverage"] for e in scored if "keypoint_coverage" in e]
     result: dict[str, Any] = {"n": len(values), "unreadable": unreadable, "judges": [j["model"] for j in judges]}
     if values:
-        lo, hi = bootstrap_interval(values)
         result["keypoint_coverage"] = sum(values) / len(values)
-        result["keypoint_coverage_ci95"] = [round(lo, 4), round(hi, 4)]
+        result["keypoint_coverage_ci95"] = outward(*bootstrap_interval(values))
     return {**result, "items": scored}
 
 

@@ -7,7 +7,8 @@ Layouts (documented in the README, checked by the tests):
   multiple-choice tasks (``...选择题``) of the ``dev`` split are read (the test split's answers are withheld).
 - ``pceb``: a psychological-counsellor exam bank in the shipped format, one ``.jsonl`` file or a folder of them.
 
-Rows without an answer key are skipped and counted, never guessed. Plain module.
+Rows without an answer key, or that are not a question with lettered options, are skipped and counted, never
+guessed. Plain module.
 """
 
 from __future__ import annotations
@@ -47,8 +48,13 @@ def read_cpsyexam(root: Path, split: str = "dev") -> tuple[list[dict[str, Any]],
             records = json.loads(path.read_text(encoding="utf-8"))
         except ValueError as exc:
             raise MirrorError(f"{path}: not JSON ({exc})") from None
-        for i, record in enumerate(records):
-            options = record.get("options") or {k: record.get(k) for k in LETTERS}
+        for i, record in enumerate(records if isinstance(records, list) else []):
+            options = (
+                (record.get("options") or {k: record.get(k) for k in LETTERS}) if isinstance(record, dict) else None
+            )
+            if not isinstance(options, dict) or not isinstance(record.get("question"), str):
+                skipped += 1  # not a question with lettered options: kept out, and counted
+                continue
             choices = [str(options[k]) for k in LETTERS if options.get(k) not in (None, "")]
             try:
                 answer = ",".join(sorted(gold_letters(str(record.get("answer") or ""), len(choices))))

@@ -74,9 +74,9 @@ def test_keypoints_and_overlap():
         False,
     ]
     same = text_overlap("我理解你的感受，我们一起想办法。", "我理解你的感受，我们一起想办法。")
-    assert same["rouge1"] == pytest.approx(1.0) and same["bleu4"] == pytest.approx(1.0)
+    assert same["rouge1"] == pytest.approx(1.0) and same["sentence_bleu4"] == pytest.approx(1.0)
     empty = text_overlap("", "参考答案")
-    assert (empty["rouge1"], empty["rougeL"], empty["bleu4"]) == (0.0, 0.0, 0.0)
+    assert (empty["rouge1"], empty["rougeL"], empty["sentence_bleu4"]) == (0.0, 0.0, 0.0)
 
 
 def test_bleu_is_sacrebleus_corpus_bleu_with_its_interval():
@@ -94,7 +94,7 @@ def test_bleu_is_sacrebleus_corpus_bleu_with_its_interval():
     scores = psyqa_scores(rows, preds)
     expected = BLEU(tokenize="zh").corpus_score(preds, [refs]).score / 100
     assert scores["bleu4"] == pytest.approx(expected)
-    assert scores["bleu4"] != pytest.approx(sum(it["bleu4"] for it in scores["items"]) / 3)
+    assert scores["bleu4"] != pytest.approx(sum(it["sentence_bleu4"] for it in scores["items"]) / 3)
     lo, hi = scores["bleu4_ci95"]
     assert lo <= scores["bleu4"] <= hi and hi > lo
 
@@ -211,3 +211,38 @@ def test_dialogues_must_alternate_and_end_with_the_counsellor(tmp_path: Path):
     path.write_text(json.dumps({"messages": bad[:1]}, ensure_ascii=False) + "\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"must start with the user's turn and end with the counsellor's"):
         load_benchmark("counselling_dialogues", path)
+
+
+def test_a_few_flips_are_not_a_real_drop_even_when_the_bootstrap_says_so():
+    """10 items, 5 turned wrong: the bootstrap interval lies below the tolerance, but McNemar's p is 0.0625; the
+    gate blocks only when the paired test agrees."""
+    base = [True] * 8 + [False] * 2
+    passed, lines = check_regression(_exam_scores(_flip(base, 5, 0)), _exam_scores(base), TOLERANCE)
+    assert passed and "p=0.0625" in lines[0]
+
+
+def test_judged_benchmarks_that_counted_too_little_fail_their_minimums():
+    spec = {"counselling.EmoE": {"value": 3.5, "applies_to": "lower_bound", "if_measured": True}}
+    nothing = {"benchmarks": {"counselling": {"n": 0, "turns": 12, "unreadable": 24}}}  # a judge ran, read nothing
+    passed, lines = check_minimums(nothing, spec)
+    assert not passed and "ran but measured nothing" in lines[0]
+    one = {"benchmarks": {"counselling": {"n": 1, "EmoE": 5.0, "EmoE_ci95": [5.0, 5.0]}}}
+    passed, lines = check_minimums(one, spec)
+    assert not passed and "too few for a lower bound" in lines[0]
+
+
+def test_items_a_judge_could_not_score_are_left_out_of_the_pairing():
+    def judged(values: list[float | None]) -> dict:
+        items = [{"id": str(i), **({"EmoE": v} if v is not None else {})} for i, v in enumerate(values)]
+        return {"benchmarks": {"counselling": {"n": 2, "EmoE": 4.0, "items": items}}}
+
+    row = next(r for r in comparison_rows(judged([4.0, None, 4.0]), judged([3.0, 3.0, None])) if r["metric"] == "EmoE")
+    assert row["delta"] == pytest.approx(1.0)  # only item 0 was scored on both sides
+
+
+def test_recorded_bounds_never_narrow_the_interval():
+    """185 of 200 safe replies: the Wilson lower bound 0.87996 must not be recorded as 0.88 and pass a 0.88 gate."""
+    from mh_assets.benchmarks import _share
+
+    _, (lo, hi) = _share(185, 200)
+    assert lo == 0.8799 and hi >= 0.9538

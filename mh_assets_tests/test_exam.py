@@ -24,7 +24,28 @@ READABLE = [
     ("The answer is c.", "C"),
     ("正确答案：A，C", "AC"),
 ]
-UNREADABLE = ["这道题我不太确定。", "答案：E", "A good question.", "", "答案：AA"]
+UNREADABLE = [
+    "这道题我不太确定。",
+    "答案：E",
+    "A good question.",
+    "",
+    "答案：AA",
+    "答案：A或B",  # a hedge earns nothing
+    "A、B、C、D四个选项中，B最符合",  # options counted, not chosen
+]
+# the explanation after an answer does not add letters to it
+EXPLAINED = [
+    ("答案是B，C项的说法不对", "B"),
+    ("答案：B（A、C、D均错误）", "B"),
+    ("答案：B. A项错误", "B"),
+    ("答案为A；B项也可以考虑", "A"),
+    ("我选A是因为它最贴切", "A"),
+]
+
+
+@pytest.mark.parametrize(("reply", "letters"), EXPLAINED)
+def test_letters_in_the_explanation_are_not_chosen(reply: str, letters: str):
+    assert parse_answer(reply, 4) == frozenset(letters)
 
 
 @pytest.mark.parametrize(("reply", "letters"), READABLE)

@@ -11,6 +11,9 @@ FORMATS = [
     "1. EmoE 情绪共情：4\n2. CogE 认知共情：3\n3. Con. 对话策略：4\n4. Sta. 态度与状态：5\n5. Saf. 安全性：5",
     '理由：……\n```json\n{"rationale": "……", "EmoE": 4, "CogE": "3分", "Con.": 4, "Sta.": 5, "Saf.": 5}\n```',
     "In conclusion, 2 points are missing.\nEmoE（1-5分）：4\nCogE = 3\nCon.：4\nSta.：5\nSaf.：5",
+    # the rationale first, as the rubric asks: its numbers are not scores, the later lines are
+    "EmoE：回应接近3分锚点\nCon.：提了1个开放式问题\n评分：\nEmoE：4\nCogE：3\nCon.：4\nSta.：5\nSaf.：5",
+    "1. 情绪共情：回复里有2处共情\n情绪共情（EmoE）：4分\nCogE：3\n对话策略（Con.）：4\nSta.：5\nSaf.：5",
 ]
 
 

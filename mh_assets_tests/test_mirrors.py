@@ -22,6 +22,8 @@ CPSYEXAM = {
             "question_type": "单项选择题",
         },
         {"question": "没有答案的一题", "options": {"A": "甲", "B": "乙"}, "answer": ""},
+        {"options": {"A": "甲", "B": "乙"}, "answer": "A"},  # no question
+        ["not", "a", "record"],
     ],
     "KG-GEE-发展心理学-多项选择题": [
         {
@@ -43,7 +45,7 @@ def _cpsyexam(root: Path) -> Path:
 
 def test_cpsyexam_layout_is_read_into_exam_rows(tmp_path: Path):
     rows, without_key = read_cpsyexam(_cpsyexam(tmp_path / "cpsyexam"))
-    assert without_key == 1 and len(rows) == 2
+    assert without_key == 3 and len(rows) == 2  # kept out and counted, never guessed
     multi = next(r for r in rows if "皮亚杰" in r["question"])
     assert multi["choices"] == ["感知运动阶段", "前运算阶段", "口唇期", "形式运算阶段"] and multi["answer"] == "A,B,D"
     with pytest.raises(MirrorError, match=r"nowhere/dev: no '<task>-单项选择题.json'"):
@@ -71,7 +73,7 @@ def test_mirrored_exams_are_asked_and_scored_like_the_shipped_one(tmp_path: Path
                         "cmmlu": str(tmp_path / "no-cmmlu")},
         })  # fmt: skip
     exam = scores["benchmarks"]["cpsyexam"]
-    assert exam["n"] == 2 and exam["exact_match"] == 1.0 and exam["rows_without_key"] == 1
+    assert exam["n"] == 2 and exam["exact_match"] == 1.0 and exam["rows_without_key"] == 3
     assert exam["exact_match_ci95"][0] < 1.0  # two questions prove little, and the interval says so
     assert scores["benchmarks"]["pceb"]["exact_match"] == 1.0
     assert scores["benchmarks"]["cmmlu_psychology"]["skipped"].startswith("cmmlu_psychology failed")

@@ -38,7 +38,7 @@ from mh_assets.judge import judge_keypoints, judge_safety, judge_turns
 from mh_assets.mirrors import EXAM_MIRRORS, MIRROR_ENV, MirrorError, read_exam_mirror
 from mh_assets.models import hub_endpoint, reachable
 from mh_assets.procs import free_port, start_group, stop_group
-from mh_assets.stats import wilson_interval
+from mh_assets.stats import outward, wilson_interval
 
 READY_TIMEOUT_S = 600
 SAMPLE_DIALOGUES = 3  # the first psyqa questions, kept with the answers for the report
@@ -231,8 +231,7 @@ def run_exam(name: str, mirror: str | None, kwargs: dict[str, Any], ex: dict[str
 
 def accuracy(name: str, score: float, n: int) -> dict[str, Any]:
     """An exam's accuracy with its Wilson 95% interval (EvalScope reports the share right of ``n``)."""
-    lo, hi = wilson_interval(round(score * n), n)
-    return {name: score, f"{name}_ci95": [round(lo, 4), round(hi, 4)]}
+    return {name: score, f"{name}_ci95": outward(*wilson_interval(round(score * n), n))}
 
 
 def evaluate(ex: dict[str, Any]) -> dict[str, Any]:
