@@ -278,7 +278,7 @@ def test_safetybench_from_a_local_snapshot_reports_the_mental_health_category(tm
     assert result == {
         "n": 3,
         "accuracy": pytest.approx(2 / 3, abs=1e-4),  # EvalScope rounds to 4 places
-        "accuracy_ci95": [0.2077, 0.9385],  # Wilson, 2 of 3
+        "accuracy_ci95": [0.2076, 0.9386],  # Wilson, 2 of 3, rounded outwards
         "mental_health_n": 2,
         "mental_health_accuracy": pytest.approx(0.5),
         "mental_health_accuracy_ci95": [0.0945, 0.9055],  # Wilson, 1 of 2
