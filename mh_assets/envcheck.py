@@ -53,3 +53,25 @@ def precision_verdict(facts: dict[str, Any], lane: Lane) -> Verdict:
     if no_bf16:
         return False, (f"these GPUs have no bf16: {no_bf16}. Train in fp16 instead: --torch_dtype float16 --fp16 true")
     return True, f"bf16 supported on {[g['name'] for g in gpus]}"
+
+
+# A card sold as "80 GB" reports 79.1-79.6 GiB of total memory; a lane asking for 80 GiB means that card.
+MEMORY_SLACK = 0.95
+
+
+def gpu_fit_verdict(facts: dict[str, Any], lane: Lane) -> Verdict:
+    """The lane's GPU count, each with the memory the lane needs, is visible to its training process."""
+    need = lane.gpu
+    if not need.required:
+        return True, f"not required: the {lane.name} lane trains on CPU"
+    gpus = facts.get("gpus", [])
+    wanted = f"the {lane.name} lane needs {need.count} GPU(s) with {need.min_memory_gib} GiB each"
+    big = [g for g in gpus if g.get("memory_gib", 0) >= need.min_memory_gib * MEMORY_SLACK]
+    if len(big) >= need.count:
+        return True, f"{wanted}: {len(big)} visible ({', '.join(g['name'] for g in big)})"
+    small = [f"{g['name']} ({g.get('memory_gib')} GiB)" for g in gpus if g not in big]
+    missing = f"{len(gpus)} visible" + (f", too small: {', '.join(small)}" if small else "")
+    return False, (
+        f"{wanted}: {missing} ({_gpu_summary(facts)}). Give it more GPUs (MH_GPU_DEVICES) or a lane file "
+        "with a smaller gpu.count / min_memory_gib and a recipe that fits"
+    )

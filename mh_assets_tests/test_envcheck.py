@@ -42,3 +42,15 @@ def test_old_gpu_is_refused_and_fp16_suggested():
 def test_h100_with_kernel_passes():
     facts = {**CPU, "gpus": [H100], "flash_attn": {"kernel_ok": True, "version": "2.8.3"}}
     assert flash_attn_verdict(facts, load_lanes()["7b"])[0] and precision_verdict(facts, load_lanes()["7b"])[0]
+
+
+def test_gpu_fit_counts_cards_with_enough_memory():
+    from mh_assets.envcheck import gpu_fit_verdict
+
+    lane = load_lanes()["7b"]  # 1 GPU with 80 GiB
+    ok, msg = gpu_fit_verdict({**CPU, "gpus": [H100]}, lane)  # an "80 GB" card reports 79.1 GiB
+    assert ok and "1 visible" in msg
+    ok, msg = gpu_fit_verdict({**CPU, "gpus": [T4, T4]}, lane)
+    assert not ok and "2 visible, too small: Tesla T4" in msg and "MH_GPU_DEVICES" in msg
+    ok, msg = gpu_fit_verdict(CPU, load_lanes()["tiny"])
+    assert ok and msg.startswith("not required")

@@ -80,6 +80,7 @@ def test_every_step_and_check_succeeds(tiny_run):
         "no_eval_overlap": True,
         "flash_attn_available": True,
         "precision_supported": True,
+        "gpu_fit": True,
         "meets_minimums": True,
         "no_regression": True,
         "safety_gate": True,

@@ -16,7 +16,9 @@ def _materialize(key: str) -> dg.ExecuteInProcessResult:
 def test_7b_lane_on_this_cpu_machine_is_stopped_with_reasons(artifacts):
     result = _materialize("training_env_7b")
     evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
-    assert set(evaluations) == {"flash_attn_available", "precision_supported"}
+    assert set(evaluations) == {"flash_attn_available", "precision_supported", "gpu_fit"}
+    fit = evaluations["gpu_fit"]
+    assert not fit.passed and "the 7b lane needs 1 GPU(s) with 80 GiB each: 0 visible" in fit.description
     flash, precision = evaluations["flash_attn_available"], evaluations["precision_supported"]
     assert not flash.passed and not precision.passed
     assert flash.severity == dg.AssetCheckSeverity.ERROR
@@ -31,5 +33,5 @@ def test_tiny_lane_needs_neither(artifacts):
     result = _materialize("training_env_tiny")
     assert result.success
     evaluations = result.get_asset_check_evaluations()
-    assert len(evaluations) == 2
+    assert len(evaluations) == 3
     assert all(e.passed and e.description.startswith("not required") for e in evaluations)

@@ -21,7 +21,7 @@ from mh_assets.defs.common import (
 )
 from mh_assets.defs.data import SNAPSHOT
 from mh_assets.defs.resources import ArtifactStore, GpuResource, ProcessGroupPipesClient, SwanLabResource
-from mh_assets.envcheck import Verdict, flash_attn_verdict, precision_verdict
+from mh_assets.envcheck import Verdict, flash_attn_verdict, gpu_fit_verdict, precision_verdict
 from mh_assets.lane import Lane
 from mh_assets.models import model_dir
 from mh_assets.recipes import MergeRun, SftRun
@@ -77,6 +77,7 @@ ENV_CHECKS: dict[str, tuple[Callable[[dict[str, Any], Lane], Verdict], str]] = {
         "When the recipe packs or asks for flash_attn, its CUDA kernel imports on a GPU that supports it.",
     ),
     "precision_supported": (precision_verdict, "bf16 recipes need a GPU with bf16 (else: train in fp16)."),
+    "gpu_fit": (gpu_fit_verdict, "The lane's GPU count, each with the memory the lane needs, is visible to training."),
 }
 
 
