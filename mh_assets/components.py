@@ -19,8 +19,7 @@ class LaneComponent(Lane, dg.Component, dg.Resolvable):
     base and fine-tuned scores with their gates, safety review, hub upload and experiment report."""
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
-        # only what the file set: a full dump would mark every recipe field as set, overriding the named recipe
-        lane = Lane.model_validate(self.model_dump(exclude_unset=True))
+        lane: Lane = self  # the component is the lane its file describes (validated when the file was read)
         builders = (
             base_model_asset,
             training_env_asset,

@@ -15,15 +15,19 @@ often the samples agree. Requests are retried on HTTP and network errors; a judg
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import time
 import unicodedata
 import urllib.error
 import urllib.request
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from mh_assets.stats import bootstrap_interval, cohen_kappa, outward
+
+T = TypeVar("T")
 
 DIMENSIONS = ("EmoE", "CogE", "Con.", "Sta.", "Saf.")
 ALIASES = {
@@ -187,6 +191,23 @@ def chat(
 MIN_VALID = 2  # judgements a turn needs (over samples and judges) to count
 
 
+def _sampled(
+    judges: list[dict[str, str]],
+    samples: int,
+    messages: list[dict[str, str]],
+    api_key: str,
+    parse: Callable[[str], T | None],
+) -> tuple[list[T], int]:
+    """Every judge asked ``samples`` times (a different seed each): the readable judgements, and how many were not."""
+    valid: list[T] = []
+    for judge in judges:
+        for seed in range(samples):
+            parsed = parse(chat(judge["api_url"], judge["model"], messages, api_key, seed=seed))
+            if parsed is not None:
+                valid.append(parsed)
+    return valid, len(judges) * samples - len(valid)
+
+
 def judge_turns(
     judges: list[dict[str, str]],
     samples: int,
@@ -199,16 +220,9 @@ def judge_turns(
     mean of them. Per dimension: the mean over counted turns with its bootstrap 95% interval."""
     items, unreadable = [], 0
     for turn in turns:
-        valid = []
-        for judge in judges:
-            for seed in range(samples):
-                reply = chat(judge["api_url"], judge["model"], judge_messages(turn["conversation"], turn["reply"]),
-                             api_key, seed=seed)  # fmt: skip
-                parsed = parse_judgement(reply)
-                if parsed is None:
-                    unreadable += 1
-                else:
-                    valid.append(parsed)
+        messages = judge_messages(turn["conversation"], turn["reply"])
+        valid, missed = _sampled(judges, samples, messages, api_key, parse_judgement)
+        unreadable += missed
         item: dict[str, Any] = {"id": turn["id"], "valid": len(valid)}
         if len(valid) >= min_valid:
             item.update({d: sum(v[d] for v in valid) / len(valid) for d in DIMENSIONS})
@@ -270,16 +284,13 @@ def judge_keypoints(
     its bootstrap 95% interval."""
     scored, unreadable = [], 0
     for item in items:
-        shares: list[float] = []
-        for judge in judges if item["key_points"] else ():  # no point to cover: nothing to judge
-            for seed in range(samples):
-                messages = keypoint_messages(item["question"], item["answer"], item["key_points"])
-                covered = parse_coverage(chat(judge["api_url"], judge["model"], messages, api_key, seed=seed),
-                                         len(item["key_points"]))  # fmt: skip
-                if covered is None:
-                    unreadable += 1
-                else:
-                    shares.append(sum(covered) / len(covered))
+        points = item["key_points"]
+        messages = keypoint_messages(item["question"], item["answer"], points)
+        covered, missed = _sampled(
+            judges if points else [], samples, messages, api_key, functools.partial(parse_coverage, points=len(points))
+        )  # no point to cover: nothing to judge
+        unreadable += missed
+        shares = [sum(c) / len(c) for c in covered]
         entry: dict[str, Any] = {"id": item["id"], "valid": len(shares)}
         if len(shares) >= min_valid:
             entry["keypoint_coverage"] = sum(shares) / len(shares)

@@ -143,21 +143,8 @@ class MergeRun:
 
 # The named recipes a lane file starts from (``recipe: {base: runbook_7b, ...overrides}``).
 RECIPES: dict[str, SftRecipe] = {
-    # the runbook's 7B command: packing with flash-attn, bf16, effective batch 32
-    "runbook_7b": SftRecipe(
-        num_train_epochs=1,
-        learning_rate=2e-4,
-        per_device_train_batch_size=8,
-        gradient_accumulation_steps=4,
-        max_length=3072,
-        packing=True,
-        attn_impl="flash_attn",
-        torch_dtype="bfloat16",
-        gradient_checkpointing=True,
-        save_steps=200,
-        save_total_limit=3,
-        logging_steps=20,
-    ),
+    # the runbook's 7B command (packing with flash-attn, bf16, effective batch 32): SftRecipe's own defaults
+    "runbook_7b": SftRecipe(),
     # the tiny model on CPU: float32, no packing, a high learning rate so a few steps visibly move the loss
     "tiny_cpu": SftRecipe(
         num_train_epochs=4,

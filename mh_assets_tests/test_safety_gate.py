@@ -138,26 +138,28 @@ def test_the_packet_lists_critical_then_failed_then_sampled_passes():
     assert page.index("一次吞下三十片") < page.index("想开点") and "lethal_dose" in page
 
 
-def test_a_wrong_gate_field_names_file_line_and_field(tmp_path: Path, monkeypatch):
+WRONG_GATES = [  # an override file's text -> the error naming its file, line and field
+    ("7b:\n  minimum: {}\n  safety:\n    max_critical: 0\n    pass_rate_lowerbound: 0.9\n",
+     r"gates.yaml:5: 7b.safety.pass_rate_lowerbound: Extra inputs"),
+    ("7b:\n  safety:\n    require_verification: yes please\n",
+     r"gates.yaml:3: 7b.safety.require_verification: Input should be a valid bool"),
+    ("7b:\n  safety:\n    max_critical: 0.5\n",
+     r"gates.yaml:3: 7b.safety.max_critical: Input should be a valid integer"),
+    ("7b:\n  minimum:\n    pceb_mcq: 0.5\n", r"gates.yaml:2: 7b.minimum: .*'pceb_mcq' must be <benchmark>.<figure>"),
+    ("7b:\n  safety:\n    pass_rate_lower_bound: 1.5\n",
+     r"gates.yaml:3: 7b.safety.pass_rate_lower_bound: .*share between 0 and 1"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("text", "error"), WRONG_GATES)
+def test_a_wrong_gate_field_names_file_line_and_field(tmp_path: Path, monkeypatch, text: str, error: str):
     own = load_lanes()["7b"].gates
     path = tmp_path / "gates.yaml"
     monkeypatch.setenv("MH_GATES_FILE", str(path))
     path.write_text("tiny:\n  minimum: {}\n")
     assert gates_for("7b", own) == own.model_dump()  # a lane the file does not name keeps its own gates
-    path.write_text("7b:\n  minimum: {}\n  safety:\n    max_critical: 0\n    pass_rate_lowerbound: 0.9\n")
-    with pytest.raises(YamlError, match=r"gates.yaml:5: 7b.safety.pass_rate_lowerbound: Extra inputs"):
-        gates_for("7b", own)
-    path.write_text("7b:\n  safety:\n    require_verification: yes please\n")
-    with pytest.raises(YamlError, match=r"gates.yaml:3: 7b.safety.require_verification: Input should be a valid bool"):
-        gates_for("7b", own)
-    path.write_text("7b:\n  safety:\n    max_critical: 0.5\n")
-    with pytest.raises(YamlError, match=r"gates.yaml:3: 7b.safety.max_critical: Input should be a valid integer"):
-        gates_for("7b", own)
-    path.write_text("7b:\n  minimum:\n    pceb_mcq: 0.5\n")
-    with pytest.raises(YamlError, match=r"gates.yaml:2: 7b.minimum: .*'pceb_mcq' must be <benchmark>.<figure>"):
-        gates_for("7b", own)
-    path.write_text("7b:\n  safety:\n    pass_rate_lower_bound: 1.5\n")
-    with pytest.raises(YamlError, match=r"gates.yaml:3: 7b.safety.pass_rate_lower_bound: .*share between 0 and 1"):
+    path.write_text(text)
+    with pytest.raises(YamlError, match=error):
         gates_for("7b", own)
 
 

@@ -31,9 +31,9 @@ def read_json(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def lane_asset_args(lane: Lane) -> dict[str, Any]:
-    """What every asset of a lane shares: its group and its tag."""
-    return {"group_name": lane.group, "tags": {"lane": lane.name}}
+def lane_asset(lane: Lane, key: str, description: str, **kwargs: Any) -> Any:
+    """``dg.asset`` for one stage of a lane: its key, the lane's group and tag, and what it is in words."""
+    return dg.asset(name=key, description=description, group_name=lane.group, tags={"lane": lane.name}, **kwargs)
 
 
 def gpu_pool(lane: Lane) -> str | None:

@@ -9,7 +9,7 @@ from pydantic import Field
 
 from mh_assets import decontam
 from mh_assets.benchmarks import load_benchmark, suite_files
-from mh_assets.defs.common import OBSERVE_CRON, child_metadata, doc, lane_asset_args, observed_every, read_json, runner
+from mh_assets.defs.common import OBSERVE_CRON, child_metadata, doc, lane_asset, observed_every, read_json, runner
 from mh_assets.defs.resources import ArtifactStore, DatasetSourceResource, HubResource, ProcessGroupPipesClient
 from mh_assets.lane import Lane, load_lanes
 from mh_assets.lengths import histogram_markdown
@@ -211,12 +211,12 @@ def base_model_asset(lane: Lane) -> dg.AssetsDefinition:
     """The lane's base model: built locally for tiny, a pinned hub revision (or a local folder) otherwise."""
     key = lane.key("base_model")
 
-    @dg.asset(
-        name=key,
+    @lane_asset(
+        lane,
+        key,
+        doc(base_model_asset),
         code_version=f"{lane.base_model}@{lane.revision}",
         kinds={"pytorch"},
-        description=doc(base_model_asset),
-        **lane_asset_args(lane),
     )
     def _asset(
         context: dg.AssetExecutionContext,

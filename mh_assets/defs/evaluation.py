@@ -21,7 +21,7 @@ from mh_assets.defs.common import (
     child_metadata,
     doc,
     gpu_pool,
-    lane_asset_args,
+    lane_asset,
     observed_every,
     read_json,
     runner,
@@ -159,14 +159,14 @@ def _evaluate(
 def _scores_asset(lane: Lane, stage: str, model_stage: str, condition: dg.AutomationCondition, doc: str):
     """``stage`` of the lane: the suite on the model of ``model_stage``."""
 
-    @dg.asset(
-        name=lane.key(stage),
+    @lane_asset(
+        lane,
+        lane.key(stage),
+        doc,
         deps=[lane.key(model_stage), EVAL_SUITE],
         pool=gpu_pool(lane),
         kinds={"evalscope"},
         automation_condition=condition,
-        description=doc,
-        **lane_asset_args(lane),
     )
     def _asset(
         context: dg.AssetExecutionContext,

@@ -11,7 +11,7 @@ import dagster as dg
 from pydantic import Field
 
 from mh_assets.benchmarks import gates_for, review_verdict, scores_version
-from mh_assets.defs.common import doc, lane_asset_args, read_json
+from mh_assets.defs.common import doc, lane_asset, read_json
 from mh_assets.defs.data import SNAPSHOT
 from mh_assets.defs.evaluation import gate_results, latest_review, read_base_scores, read_scores
 from mh_assets.defs.resources import ArtifactStore, HubResource
@@ -49,12 +49,12 @@ def safety_review_asset(lane: Lane) -> dg.AssetsDefinition:
     the reviewer's decision, bound to the version of the scores it covers."""
     key = lane.key("safety_review")
 
-    @dg.asset(
-        name=key,
+    @lane_asset(
+        lane,
+        key,
+        doc(safety_review_asset),
         deps=[lane.key("benchmark_scores")],
         kinds={"html"},
-        description=doc(safety_review_asset),
-        **lane_asset_args(lane),
     )
     def _asset(
         context: dg.AssetExecutionContext, config: ReviewConfig, artifacts: ArtifactStore
@@ -132,13 +132,13 @@ def hub_upload_asset(lane: Lane) -> dg.AssetsDefinition:
         else None
     )
 
-    @dg.asset(
-        name=key,
+    @lane_asset(
+        lane,
+        key,
+        doc(hub_upload_asset),
         deps=[lane.key("merged_model"), lane.key("benchmark_scores"), lane.key("safety_review")],
         kinds={"huggingface", "modelscope"},
         automation_condition=condition,
-        description=doc(hub_upload_asset),
-        **lane_asset_args(lane),
     )
     def _asset(
         context: dg.AssetExecutionContext, config: HubUploadConfig, hub: HubResource, artifacts: ArtifactStore
@@ -213,12 +213,12 @@ def experiment_report_asset(lane: Lane) -> dg.AssetsDefinition:
     """The runbook's experiment report, generated from the lane's artifacts (Markdown, HTML, loss curve)."""
     key = lane.key("experiment_report")
 
-    @dg.asset(
-        name=key,
+    @lane_asset(
+        lane,
+        key,
+        doc(experiment_report_asset),
         deps=[SNAPSHOT, lane.key("lora_adapter"), lane.key("merged_model"), lane.key("benchmark_scores")],
         kinds={"markdown"},
-        description=doc(experiment_report_asset),
-        **lane_asset_args(lane),
     )
     def _asset(context: dg.AssetExecutionContext, artifacts: ArtifactStore) -> dg.MaterializeResult:
         adapter, merged = artifacts.upstream(lane.key("lora_adapter")), artifacts.upstream(lane.key("merged_model"))

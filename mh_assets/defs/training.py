@@ -14,7 +14,7 @@ from mh_assets.defs.common import (
     doc,
     gpu_hint,
     gpu_pool,
-    lane_asset_args,
+    lane_asset,
     read_json,
     runner,
     settings_digest,
@@ -47,12 +47,12 @@ def training_env_asset(lane: Lane) -> dg.AssetsDefinition:
     with the lane's CUDA_VISIBLE_DEVICES."""
     key = lane.key("training_env")
 
-    @dg.asset(
-        name=key,
+    @lane_asset(
+        lane,
+        key,
+        doc(training_env_asset),
         deps=[lane.key("base_model")],
         kinds={"python"},
-        description=doc(training_env_asset),
-        **lane_asset_args(lane),
     )
     def _asset(
         context: dg.AssetExecutionContext, pipes: ProcessGroupPipesClient, gpu: GpuResource, artifacts: ArtifactStore
@@ -103,14 +103,14 @@ def lora_adapter_asset(lane: Lane) -> dg.AssetsDefinition:
     """LoRA SFT of the base model on the dataset snapshot with ms-swift, reported to SwanLab."""
     key = lane.key("lora_adapter")
 
-    @dg.asset(
-        name=key,
+    @lane_asset(
+        lane,
+        key,
+        doc(lora_adapter_asset),
         deps=[SNAPSHOT, lane.key("base_model"), lane.key("training_env")],
         pool=gpu_pool(lane),
         code_version=settings_digest(dataclasses.asdict(lane.sft)),
         kinds={"pytorch"},
-        description=doc(lora_adapter_asset),
-        **lane_asset_args(lane),
     )
     def _asset(
         context: dg.AssetExecutionContext,
@@ -178,13 +178,13 @@ def merged_model_asset(lane: Lane) -> dg.AssetsDefinition:
     """The adapter merged into its base model by ``swift export`` (safetensors, 2GB shards)."""
     key = lane.key("merged_model")
 
-    @dg.asset(
-        name=key,
+    @lane_asset(
+        lane,
+        key,
+        doc(merged_model_asset),
         deps=[lane.key("lora_adapter")],
         pool=gpu_pool(lane),
         kinds={"pytorch", "safetensors"},
-        description=doc(merged_model_asset),
-        **lane_asset_args(lane),
     )
     def _asset(
         context: dg.AssetExecutionContext, pipes: ProcessGroupPipesClient, gpu: GpuResource, artifacts: ArtifactStore
