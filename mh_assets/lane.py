@@ -14,10 +14,10 @@ import typing
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
 from mh_assets.benchmarks import Gates
-from mh_assets.recipes import RECIPES, SftRecipe
+from mh_assets.recipes import RECIPES, Launch, SftRecipe
 from mh_assets.yamlio import YamlError, load_yaml, parse_as
 
 TINY_MODEL_ID = "builtin:tiny-qwen2"
@@ -74,9 +74,11 @@ class RecipeSpec(_RecipeOverrides):  # type: ignore[misc,valid-type]
 
 
 class GpuNeeds(_Spec):
-    count: int = Field(default=0, description="GPUs one run needs; 0: CPU only.")
+    count: int = Field(default=0, description="GPUs one run needs on each node (NPROC_PER_NODE); 0: CPU only.")
+    nodes: int = Field(default=1, description="Machines training runs on (NNODES); Dagster's step runs on node 0.")
     min_memory_gib: int = Field(default=0, description="Memory each of them needs.")
     default_devices: str = Field(default="", description="CUDA_VISIBLE_DEVICES unless the gpu resource says.")
+    max_step_hours: float | None = Field(default=None, description="A step running longer is stopped and fails.")
 
     @field_validator("count", "min_memory_gib")
     @classmethod
@@ -85,9 +87,27 @@ class GpuNeeds(_Spec):
             raise ValueError("must be 0 or more")
         return value
 
+    @field_validator("nodes")
+    @classmethod
+    def _at_least_one(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError("must be at least 1")
+        return value
+
+    @field_validator("max_step_hours")
+    @classmethod
+    def _positive_hours(cls, value: float | None) -> float | None:
+        if value is not None and value <= 0:
+            raise ValueError("must be more than 0 hours (or null: no limit)")
+        return value
+
     @property
     def required(self) -> bool:
         return self.count > 0
+
+    def launch(self, master_addr: str = "127.0.0.1", master_port: int = 29500) -> Launch:
+        """How ``swift sft`` starts: torchrun with one process per GPU on every node; one process on CPU."""
+        return Launch(max(self.count, 1), self.nodes, master_addr, master_port)
 
 
 class SwanLab(_Spec):
@@ -141,10 +161,15 @@ class Lane(_Spec):
             raise ValueError(f"{value!r}: use lower case letters, digits and _ (it becomes part of asset keys)")
         return value
 
+    @model_validator(mode="after")
+    def _batch_splits(self) -> Lane:
+        self.recipe.resolve().for_world_size(self.gpu.launch().world_size)  # raises, naming the numbers
+        return self
+
     @functools.cached_property
     def sft(self) -> SftRecipe:
-        """The resolved training recipe."""
-        return self.recipe.resolve()
+        """The resolved training recipe, its global batch split over the lane's GPUs."""
+        return self.recipe.resolve().for_world_size(self.gpu.launch().world_size)
 
     @property
     def is_builtin(self) -> bool:

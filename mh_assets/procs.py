@@ -6,10 +6,12 @@ start a new session and the whole group is stopped. Plain module: no dagster, no
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -33,15 +35,32 @@ def inherited_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in SECRET_ENV}
 
 
-def _default_signals() -> None:
+PR_SET_PDEATHSIG = 1
+
+
+def _child_setup(parent: int) -> None:
+    """In the child before exec: stoppable signals, and a SIGTERM from the kernel when the parent dies."""
     # Background shells may hand down SIGINT/SIGTERM as ignored; a child must be stoppable.
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    # A new session escapes the parent's process group: if the parent is killed outright (SIGKILL, a crash), the
+    # group would run on with nobody to stop it. Linux tells the child instead; the child then stops its group.
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os.kill(os.getpid(), signal.SIGTERM)
 
 
 def start_group(command: Sequence[str], env: Mapping[str, str], cwd: str | None = None, **kwargs) -> subprocess.Popen:
+    """Start ``command`` as the leader of a new process group (session) that gets SIGTERM if this process dies."""
+    parent = os.getpid()
     return subprocess.Popen(
-        list(command), env=dict(env), cwd=cwd, start_new_session=True, preexec_fn=_default_signals, **kwargs
+        list(command),
+        env=dict(env),
+        cwd=cwd,
+        start_new_session=True,
+        preexec_fn=lambda: _child_setup(parent),
+        **kwargs,
     )
 
 

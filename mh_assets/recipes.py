@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import shlex
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 
 def _flag_value(value: Any) -> str:
@@ -20,11 +20,12 @@ def _flag_value(value: Any) -> str:
 
 
 def flags(obj: Any) -> list[tuple[str, list[str]]]:
-    """``(name, values)`` for every field that is set (``None`` means: leave swift's default)."""
+    """``(name, values)`` for every field that is set (``None``, or a field's ``unset`` value, means: leave swift's
+    default)."""
     pairs = []
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
-        if value is not None:
+        if value is not None and value != f.metadata.get("unset"):
             values = value if isinstance(value, (list, tuple)) else [value]
             pairs.append((f.name, [_flag_value(v) for v in values]))
     return pairs
@@ -59,6 +60,10 @@ class SftRecipe:
     warmup_ratio: float = 0.05
     dataloader_num_workers: int = 4
     seed: int = 42
+    # counted so that progress can report tokens/s (swift's CLI takes only a boolean: every token, padding included)
+    include_num_input_tokens_seen: bool = True
+    # DeepSpeed ZeRO stage: the runbook's fix for running out of memory ("none": plain DDP)
+    deepspeed: Literal["none", "zero2", "zero3"] = field(default="none", metadata={"unset": "none"})
 
     @property
     def needs_flash_attn(self) -> bool:
@@ -72,6 +77,58 @@ class SftRecipe:
     def with_overrides(self, **overrides: Any) -> SftRecipe:
         """A copy with the given fields replaced; ``None`` values are ignored."""
         return dataclasses.replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+    @property
+    def global_batch_size(self) -> int:
+        """Sequences per optimizer step as the recipe is written: for one process."""
+        return self.per_device_train_batch_size * self.gradient_accumulation_steps
+
+    def for_world_size(self, world_size: int) -> SftRecipe:
+        """The same recipe on ``world_size`` processes, keeping the global batch: gradient accumulation shrinks with
+        more GPUs, and where one step of every GPU is already more than the batch, each GPU takes a smaller share."""
+        batch, per_device = self.global_batch_size, self.per_device_train_batch_size
+        if world_size < 1:
+            raise ValueError(f"world size must be at least 1, not {world_size}")
+        if batch % (per_device * world_size) == 0:
+            return dataclasses.replace(self, gradient_accumulation_steps=batch // (per_device * world_size))
+        if per_device * world_size > batch and batch % world_size == 0:
+            return dataclasses.replace(
+                self, per_device_train_batch_size=batch // world_size, gradient_accumulation_steps=1
+            )
+        raise ValueError(
+            f"a global batch of {batch} ({per_device} per device x {self.gradient_accumulation_steps} accumulation) "
+            f"cannot be split evenly over {world_size} GPUs: choose per_device_train_batch_size and "
+            "gradient_accumulation_steps whose product is a multiple of the GPU count"
+        )
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How ``swift sft`` starts training: one process, or torchrun with ``nproc_per_node`` processes on each of
+    ``nnodes`` machines (ms-swift reads NPROC_PER_NODE, NNODES, NODE_RANK, MASTER_ADDR and MASTER_PORT)."""
+
+    nproc_per_node: int = 1
+    nnodes: int = 1
+    master_addr: str = "127.0.0.1"
+    master_port: int = 29500
+
+    @property
+    def world_size(self) -> int:
+        return self.nproc_per_node * self.nnodes
+
+    def env(self, node_rank: int | str = 0) -> dict[str, str]:
+        """The variables that make ``swift sft`` use torchrun; none for a single process."""
+        if self.world_size == 1:
+            return {}
+        env = {"NPROC_PER_NODE": str(self.nproc_per_node)}
+        if self.nnodes > 1:
+            env |= {
+                "NNODES": str(self.nnodes),
+                "NODE_RANK": str(node_rank),
+                "MASTER_ADDR": self.master_addr,
+                "MASTER_PORT": str(self.master_port),
+            }
+        return env
 
 
 @dataclass(frozen=True)
@@ -87,6 +144,7 @@ class SftRun:
     swanlab_exp_name: str | None = None
     swanlab_mode: str | None = None
     resume_from_checkpoint: str | None = None
+    external_plugins: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_args(self) -> list[str]:
@@ -112,14 +170,17 @@ class SftRun:
                 head += ["--swanlab_mode", self.swanlab_mode]
         if self.resume_from_checkpoint:
             head += ["--resume_from_checkpoint", self.resume_from_checkpoint]
+        if self.external_plugins:
+            head += ["--external_plugins", *self.external_plugins]
         tail: list[str] = []
         for name, value in self.extra.items():
             tail += [f"--{name}", _flag_value(value)]
         return head + _to_args(self.recipe) + tail
 
-    def to_cli(self, gpu_devices: str | None = None) -> str:
-        """The equivalent shell command, for the run's metadata and the report."""
-        prefix = f"CUDA_VISIBLE_DEVICES={gpu_devices} " if gpu_devices else ""
+    def to_cli(self, gpu_devices: str | None = None, launch: Launch = Launch(), node_rank: int | str = 0) -> str:
+        """The equivalent shell command (on node ``node_rank``), for the run's metadata and the report."""
+        env = launch.env(node_rank) | ({"CUDA_VISIBLE_DEVICES": gpu_devices} if gpu_devices else {})
+        prefix = "".join(f"{k}={shlex.quote(v)} " for k, v in env.items())
         return prefix + "swift sft " + " ".join(shlex.quote(a) for a in self.to_args())
 
 

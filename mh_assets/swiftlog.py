@@ -67,3 +67,57 @@ def parse_logging(path: Path) -> TrainingLog:
             log.result = {k: v for k, v in entry.items() if k != "log_history"}
     log.losses = sorted(by_step.items())
     return log
+
+
+def _rate(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, (int, float)) else "?"
+
+
+class Progress:
+    """Turns the lines ms-swift appends to ``logging.jsonl`` into one progress message per logging step: step/total,
+    loss, learning rate, grad norm, tokens/s (from ``num_input_tokens_seen`` and the step time) and ETA."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = path.stat().st_size if path.exists() else 0  # a resumed run's earlier lines are history
+        self.partial = ""
+        self.last_tokens: tuple[int, float] | None = None  # (step, tokens seen)
+
+    def read(self) -> list[str]:
+        """The messages for the lines written since the last call (a half-written last line waits)."""
+        if not self.path.exists():
+            return []
+        with self.path.open(encoding="utf-8") as fh:
+            fh.seek(self.offset)
+            chunk = fh.read()
+            self.offset = fh.tell()
+        *lines, self.partial = (self.partial + chunk).split("\n")
+        messages = []
+        for raw in lines:
+            entry = json.loads(raw) if raw.strip() else {}
+            step = _step(entry)
+            if step and "loss" in entry:
+                messages.append(self.message(entry, *step))
+        return messages
+
+    def tokens_per_s(self, entry: dict[str, Any], step: int) -> float | None:
+        tokens, seconds_per_step = entry.get("num_input_tokens_seen"), entry.get("train_speed(s/it)")
+        if not isinstance(tokens, (int, float)):
+            return None
+        previous, self.last_tokens = self.last_tokens, (step, float(tokens))
+        if previous is None or step <= previous[0] or not seconds_per_step:
+            return None
+        return (tokens - previous[1]) / ((step - previous[0]) * float(seconds_per_step))
+
+    def message(self, entry: dict[str, Any], step: int, total: int) -> str:
+        parts = [
+            f"step {step}/{total} ({100 * step / total:.0f}%)",
+            f"loss {_rate(entry.get('loss'))}",
+            f"lr {_rate(entry.get('learning_rate'))}",
+            f"grad_norm {_rate(entry.get('grad_norm'))}",
+            f"tokens/s {_rate(self.tokens_per_s(entry, step))}",
+        ]
+        if "memory(GiB)" in entry:
+            parts.append(f"memory {entry['memory(GiB)']} GiB")
+        parts.append(f"ETA {entry.get('remaining_time', '?')}")
+        return "training " + ", ".join(parts)

@@ -6,7 +6,7 @@ from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from subprocess import PIPE
+from subprocess import PIPE, TimeoutExpired
 from typing import IO, Any
 
 import dagster as dg
@@ -14,6 +14,7 @@ from pydantic import Field
 
 from mh_assets.lane import Lane
 from mh_assets.procs import child_env, inherited_env, start_group, stop_group
+from mh_assets.recipes import Launch
 from mh_assets.runners import ERROR_KEY
 from mh_assets.store import MissingUpstream, Store, default_root
 
@@ -45,7 +46,9 @@ class ProcessGroupPipesClient(dg.PipesSubprocessClient):
         extras: dict | None = None,
         env: dict[str, str] | None = None,
         cwd: str | None = None,
+        max_runtime_s: float | None = None,
     ) -> dg.PipesClientCompletedInvocation:
+        """Run ``command`` to its end; past ``max_runtime_s`` its whole group is stopped and the step fails."""
         tail: deque[str] = deque(maxlen=OUTPUT_TAIL_LINES)
         with dg.open_pipes_session(
             context=context, context_injector=self.context_injector, message_reader=self.message_reader, extras=extras
@@ -61,11 +64,19 @@ class ProcessGroupPipesClient(dg.PipesSubprocessClient):
             for reader in readers:
                 reader.start()
             try:
-                returncode = proc.wait()
+                returncode = proc.wait(timeout=max_runtime_s)
+            except TimeoutExpired:
+                returncode = None
             finally:
                 stop_group(proc, grace_s=self.termination_timeout_seconds)
                 for reader in readers:
                     reader.join(timeout=self.termination_timeout_seconds)
+        if returncode is None:
+            raise dg.Failure(
+                description=f"{command[-1]} ran past its limit of {max_runtime_s / 3600:.4g} h (the lane's "
+                "gpu.max_step_hours) and was stopped with its whole process group",
+                metadata={"command": " ".join(command), "max_runtime_s": max_runtime_s},
+            )
         if returncode != 0:  # after the session closed: every message the child sent has been read
             errors = [m[ERROR_KEY] for m in session.get_custom_messages() if isinstance(m, dict) and ERROR_KEY in m]
             output = "\n".join(tail)
@@ -111,11 +122,20 @@ class GpuResource(dg.ConfigurableResource):
     """Which GPUs a lane's steps see (``CUDA_VISIBLE_DEVICES``). CPU lanes always see none."""
 
     visible_devices: str | None = None
+    master_addr: str = Field(default="127.0.0.1", description="Node 0's address, for lanes on several nodes.")
+    master_port: int = Field(default=29500, description="The port torchrun's rendezvous listens on, on node 0.")
 
     def devices_for(self, lane: Lane) -> str:
         if not lane.gpu.required:
             return ""
         return self.visible_devices if self.visible_devices is not None else lane.gpu.default_devices
+
+    def launch(self, lane: Lane) -> Launch:
+        return lane.gpu.launch(self.master_addr, self.master_port)
+
+    @staticmethod
+    def max_runtime_s(lane: Lane) -> float | None:
+        return lane.gpu.max_step_hours * 3600 if lane.gpu.max_step_hours else None
 
 
 class SwanLabResource(dg.ConfigurableResource):
@@ -255,7 +275,13 @@ def resources() -> dg.Definitions:
             "artifacts": ArtifactStore(**from_env(root="MH_ARTIFACTS_DIR")),
             "pipes": ProcessGroupPipesClient(),
             "dataset": DatasetSourceResource(**from_env(source="MH_DATASET_SOURCE")),
-            "gpu": GpuResource(**from_env(visible_devices="MH_GPU_DEVICES")),
+            "gpu": GpuResource(
+                **from_env(
+                    visible_devices="MH_GPU_DEVICES",
+                    master_addr="MASTER_ADDR",
+                    master_port=dg.EnvVar.int("MASTER_PORT"),
+                )
+            ),
             "evaluation": EvalResource(
                 **from_env(
                     judge_url="MH_JUDGE_URL",

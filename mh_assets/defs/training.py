@@ -3,12 +3,15 @@ ms-swift, and the adapter merged into its base model by ``swift export``."""
 
 import dataclasses
 import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
+from pydantic import Field
 
+from mh_assets.checkpoints import clean, mark_published, prepare, run_folder
 from mh_assets.defs.common import (
     child_metadata,
     doc,
@@ -25,7 +28,13 @@ from mh_assets.envcheck import Verdict, flash_attn_verdict, gpu_fit_verdict, pre
 from mh_assets.lane import Lane
 from mh_assets.models import model_dir
 from mh_assets.recipes import MergeRun, SftRun
+from mh_assets.runners.train import SWANLAB_INFO
 from mh_assets.store import finalize, hash_tree, tree_size
+from mh_assets.swiftlog import parse_logging
+
+# swift imports this file in every training process (it starts the SwanLab run in any mode)
+SWANLAB_PLUGIN = str(Path(__file__).parents[1] / "swift_plugins" / "swanlab_run.py")
+RETRY_DELAY_S = 10  # lets a crashed run's processes release their GPU memory first
 
 # what a checkpoint holds besides the adapter: training state that differs run to run
 TRAINING_STATE = ("optimizer", "rng_state", "scheduler", "trainer_state", "training_args", "args.json")
@@ -35,7 +44,13 @@ class LoraAdapterConfig(dg.Config):
     num_train_epochs: float | None = None
     learning_rate: float | None = None
     max_length: int | None = None
-    resume_from_checkpoint: str | None = None
+    save_steps: int | None = None
+    fresh: bool = Field(
+        default=False, description="Start over at step 0 instead of resuming from the newest complete checkpoint."
+    )
+    keep_runs: int = Field(
+        default=1, ge=0, description="Run folders of published adapters kept (unfinished runs always stay)."
+    )
 
 
 def _facts(lane: Lane, artifacts: ArtifactStore) -> dict[str, Any]:
@@ -99,8 +114,22 @@ def training_env_checks(lane: Lane) -> list[dg.AssetChecksDefinition]:
     return [build(check_name) for check_name in ENV_CHECKS]
 
 
+def _publish_run(run: Path, checkpoint: str, into: Path) -> None:
+    """Copy what the published adapter needs from the run folder: the final checkpoint (with a ``last-checkpoint``
+    link to it), swift's args and log, and its plots."""
+    shutil.copytree(run / checkpoint, into / checkpoint)
+    (into / "last-checkpoint").symlink_to(checkpoint)
+    for name in ("args.json", "logging.jsonl"):
+        shutil.copy2(run / name, into / name)
+    if (run / "images").is_dir():
+        shutil.copytree(run / "images", into / "images")
+
+
 def lora_adapter_asset(lane: Lane) -> dg.AssetsDefinition:
-    """LoRA SFT of the base model on the dataset snapshot with ms-swift, reported to SwanLab."""
+    """LoRA SFT of the base model on the dataset snapshot through the ``swift sft`` CLI (torchrun over the lane's
+    GPUs), reported to SwanLab, progress in the event log as it trains. Checkpoints live in a run folder keyed by
+    base model, dataset and recipe; materializing again after a crash or kill resumes from the newest complete
+    one (config ``fresh: true`` starts over), and a failed step is retried once, resuming."""
     key = lane.key("lora_adapter")
 
     @lane_asset(
@@ -110,6 +139,7 @@ def lora_adapter_asset(lane: Lane) -> dg.AssetsDefinition:
         deps=[SNAPSHOT, lane.key("base_model"), lane.key("training_env")],
         pool=gpu_pool(lane),
         code_version=settings_digest(dataclasses.asdict(lane.sft)),
+        retry_policy=dg.RetryPolicy(max_retries=1, delay=RETRY_DELAY_S),
         kinds={"pytorch"},
     )
     def _asset(
@@ -121,7 +151,7 @@ def lora_adapter_asset(lane: Lane) -> dg.AssetsDefinition:
         artifacts: ArtifactStore,
     ) -> dg.MaterializeResult:
         snapshot = artifacts.upstream(SNAPSHOT)
-        base = model_dir(artifacts.upstream(lane.key("base_model"), gpu_hint(lane)))
+        base_version = artifacts.upstream(lane.key("base_model"), gpu_hint(lane))
         facts = _facts(lane, artifacts)
         problems = [msg for ok, msg in (verdict(facts, lane) for verdict, _ in ENV_CHECKS.values()) if not ok]
         if problems:
@@ -130,44 +160,80 @@ def lora_adapter_asset(lane: Lane) -> dg.AssetsDefinition:
                 + "; ".join(problems)
             )
         recipe = lane.sft.with_overrides(
-            num_train_epochs=config.num_train_epochs, learning_rate=config.learning_rate, max_length=config.max_length
+            num_train_epochs=config.num_train_epochs,
+            learning_rate=config.learning_rate,
+            max_length=config.max_length,
+            save_steps=config.save_steps,
         )
-        devices = gpu.devices_for(lane)
+        devices, launch = gpu.devices_for(lane), gpu.launch(lane)
+        dataset_sha = read_json(snapshot / "manifest.json")["sha256"]
+        inputs = {"base": base_version.name, "dataset": dataset_sha, "recipe": dataclasses.asdict(recipe)}
+        run_dir = run_folder(artifacts.store.folder(key), settings_digest({**inputs, "world": launch.world_size}))
+        # a retry resumes what the first attempt began, even when that attempt was asked to start fresh
+        start = prepare(run_dir, fresh=config.fresh and context.retry_number == 0)
+        resumed = start.resume_from.step if start.resume_from else None
+        context.log.info(
+            f"run folder {run_dir}: "
+            + (f"resuming from step {resumed}" if start.resume_from else "starting at step 0")
+            + (f"; removed {', '.join(start.removed)}" if start.removed else "")
+        )
         swanlab_cfg = swanlab.run_config(lane, dataclasses.asdict(recipe), artifacts.store.root)
+        run = SftRun(
+            model=str(model_dir(base_version)),
+            dataset=str(snapshot / "train.jsonl"),
+            output_dir=str(run_dir),
+            recipe=recipe,
+            report_to="swanlab" if swanlab_cfg else "none",
+            swanlab_project=lane.swanlab.project,
+            swanlab_exp_name=lane.swanlab.exp_name,
+            swanlab_mode=swanlab_cfg["mode"] if swanlab_cfg else None,
+            resume_from_checkpoint=str(start.resume_from.path) if start.resume_from else None,
+            external_plugins=(SWANLAB_PLUGIN,) if swanlab_cfg else (),
+        )
+        env = {**artifacts.child_env(devices), **swanlab.env(), **launch.env(node_rank=0)}
+        if swanlab_cfg:
+            env["MH_SWANLAB_RUN"] = json.dumps(swanlab_cfg | {"info_file": str(run_dir / SWANLAB_INFO)})
+        inv = pipes.run(
+            context=context,
+            command=runner("train"),
+            extras={"args": run.to_args(), "output_dir": str(run_dir)},
+            env=env,
+            max_runtime_s=gpu.max_runtime_s(lane),
+        )
+        metadata = child_metadata(inv)
+        checkpoint = Path(str(metadata.pop("last_model_checkpoint").value)).name
+        log = parse_logging(run_dir / "logging.jsonl")
+        fresh_run = dataclasses.replace(run, resume_from_checkpoint=None)
+        commands = [fresh_run.to_cli(devices, launch, rank) for rank in range(launch.nnodes)]
         with artifacts.staging(key) as tmp:
-            run = SftRun(
-                model=str(base),
-                dataset=str(snapshot / "train.jsonl"),
-                output_dir=str(tmp),
-                recipe=recipe,
-                report_to="swanlab" if swanlab_cfg else "none",
-                swanlab_project=lane.swanlab.project,
-                swanlab_exp_name=lane.swanlab.exp_name,
-                swanlab_mode=swanlab_cfg["mode"] if swanlab_cfg else None,
-                resume_from_checkpoint=config.resume_from_checkpoint,
-            )
-            inv = pipes.run(
-                context=context,
-                command=runner("train"),
-                extras={"args": run.to_args(), "output_dir": str(tmp), "swanlab": swanlab_cfg},
-                env={**artifacts.child_env(devices), **swanlab.env()},
-            )
-            metadata = child_metadata(inv)
-            checkpoint = Path(str(metadata.pop("last_model_checkpoint").value)).name
+            _publish_run(run_dir, checkpoint, tmp)
             version = hash_tree(tmp / checkpoint, exclude=TRAINING_STATE)
-            folder = f"{context.run.run_id[:8]}-{version[:8]}"
-            # The command that reproduces this run writes where this run's result now lives.
-            command = dataclasses.replace(run, output_dir=str(tmp.parent / folder)).to_cli(devices)
-            summary = {k: v.value for k, v in metadata.items()} | {"checkpoint": checkpoint, "command": command}
+            summary = {k: v.value for k, v in metadata.items()} | {
+                "checkpoint": checkpoint,
+                "command": commands[0],
+                "node_commands": commands,
+                "run_folder": str(run_dir),
+                "resumed_from_step": resumed,
+                "global_step": log.steps,
+                "loss_history": [{"step": step, "loss": loss} for step, loss in log.losses],
+            }
             (tmp / "summary.json").write_text(json.dumps(summary, ensure_ascii=False, indent=2), encoding="utf-8")
-            final = finalize(tmp, folder)
+            final = finalize(tmp, f"{context.run.run_id[:8]}-{version[:8]}")
+        mark_published(run_dir, final)
+        for removed in clean(artifacts.store.folder(key), keep=config.keep_runs):
+            context.log.info(f"removed the run folder of an adapter published earlier: {removed}")
+        if "swanlab_url" in metadata:
+            metadata["swanlab_url"] = dg.MetadataValue.url(str(metadata["swanlab_url"].value))
         return dg.MaterializeResult(
             data_version=dg.DataVersion(version),
             metadata={
                 **metadata,
                 "checkpoint": dg.MetadataValue.path(str(final / checkpoint)),
-                "swift_command": dg.MetadataValue.md(f"```\n{command}\n```"),
-                "dataset_sha256": read_json(snapshot / "manifest.json")["sha256"],
+                "resumed_from_step": resumed,
+                "global_step": log.steps,
+                "world_size": launch.world_size,
+                "swift_command": dg.MetadataValue.md("```\n" + "\n".join(commands) + "\n```"),
+                "dataset_sha256": dataset_sha,
             },
         )
 

@@ -1,0 +1,1 @@
+"""Files ms-swift imports into its own training processes (``--external_plugins``)."""
