@@ -8,7 +8,7 @@ from mh_assets.checkpoints import Checkpoint, clean, is_complete, mark_published
 
 
 def _checkpoint(run: Path, step: int, *, state_step: int | None = None, weights: bool = True) -> Path:
-    """A checkpoint folder as the trainer writes it; ``state_step=None`` leaves out trainer_state.json (written last)."""
+    """A checkpoint as the trainer writes it; ``state_step=None`` leaves out trainer_state.json (written last)."""
     path = run / f"checkpoint-{step}"
     path.mkdir(parents=True)
     if weights:

@@ -47,3 +47,30 @@ def test_a_failing_child_says_why(tmp_path: Path):
     assert "failed with exit code 1: ValueError: the child gave up on purpose" in failure.error.message
     tail = failure.user_failure_data.metadata["output_tail"].value
     assert "err 3999" in tail or "line 3999" in tail
+
+
+def test_a_step_past_its_runtime_limit_is_stopped_with_its_group(tmp_path: Path):
+    """A child (and the grandchild it started) running past ``max_runtime_s`` is stopped and the step says why."""
+    pid_file = tmp_path / "grandchild.pid"
+    script = tmp_path / "slow.py"
+    script.write_text(
+        "import subprocess, sys, time\n"
+        "from mh_assets.runners import child_pipes\n"
+        "with child_pipes() as pipes:\n"
+        "    g = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])\n"
+        f"    open({str(pid_file)!r}, 'w').write(str(g.pid))\n"
+        "    time.sleep(600)\n",
+        encoding="utf-8",
+    )
+
+    @dg.asset
+    def slow(context: dg.AssetExecutionContext, pipes: ProcessGroupPipesClient) -> None:
+        pipes.run(context=context, command=[sys.executable, str(script)], max_runtime_s=3)
+
+    client = ProcessGroupPipesClient(forward_stdio=False, termination_timeout_seconds=5)
+    result = dg.materialize([slow], resources={"pipes": client}, raise_on_error=False)
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.is_step_failure]
+    assert "ran past its limit of 0.0008333 h" in failure.step_failure_data.user_failure_data.description
+    grandchild = int(pid_file.read_text())
+    assert not Path(f"/proc/{grandchild}").exists() or "Z" in Path(f"/proc/{grandchild}/stat").read_text().split()[2]

@@ -12,6 +12,7 @@ import pytest
 
 from mh_assets import defs
 from mh_assets.lane import STAGES, load_lanes
+from mh_assets.models import LOAD_STATE_KEYS
 from mh_assets.swiftlog import parse_logging
 from mh_assets_tests.conftest import REPO, cli_env, fresh_dagster_home
 
@@ -111,6 +112,9 @@ def test_merged_model_loads_and_generates(tiny_run):
     reply = smoke_reply(merged, "我最近总是睡不着，怎么办？", "float32", max_new_tokens=12)
     assert isinstance(reply, str) and reply.strip()
     assert list(merged.glob("*.safetensors"))
+    # nothing of how the tokenizer was loaded here (HF_HUB_OFFLINE...) is in the files its version is hashed from
+    saved = json.loads((merged / "tokenizer_config.json").read_text(encoding="utf-8"))
+    assert not set(LOAD_STATE_KEYS) & set(saved)
 
 
 def test_scores_have_numbers(tiny_run):

@@ -13,7 +13,15 @@ from mh_assets.defs.common import OBSERVE_CRON, child_metadata, doc, lane_asset,
 from mh_assets.defs.resources import ArtifactStore, DatasetSourceResource, HubResource, ProcessGroupPipesClient
 from mh_assets.lane import Lane, load_lanes
 from mh_assets.lengths import histogram_markdown
-from mh_assets.models import check_model_folder, hub_endpoint, model_dir, reachable, write_pointer
+from mh_assets.models import (
+    MODEL_HASHES,
+    cached_content_hash,
+    check_model_folder,
+    hub_endpoint,
+    model_dir,
+    reachable,
+    write_pointer,
+)
 from mh_assets.snapshot import build_snapshot, plan_lengths
 from mh_assets.sources import SourceError, content_hash, parse_source, resolve
 from mh_assets.store import finalize, hash_tree
@@ -234,7 +242,7 @@ def base_model_asset(lane: Lane) -> dg.AssetsDefinition:
                     extras={"output_dir": str(tmp)},
                     env=artifacts.child_env(""),
                 )
-                version, source = hash_tree(tmp), lane.base_model
+                version, source, cached = hash_tree(tmp), lane.base_model, False
             elif config.local_dir:
                 local = Path(config.local_dir).expanduser().resolve()
                 try:
@@ -242,7 +250,8 @@ def base_model_asset(lane: Lane) -> dg.AssetsDefinition:
                 except FileNotFoundError as exc:
                     raise dg.Failure(description=f"{key}: {exc}") from exc
                 write_pointer(tmp, local, model_id=lane.base_model, revision=lane.revision)
-                version, source = hash_tree(local, exclude=(".",)), str(local)
+                version, cached = cached_content_hash(local, artifacts.store.root / MODEL_HASHES)
+                source = str(local)
             else:
                 endpoint = hub_endpoint(config.hub)
                 if not reachable(endpoint):
@@ -258,7 +267,8 @@ def base_model_asset(lane: Lane) -> dg.AssetsDefinition:
                             "output_dir": str(tmp)},
                     env={**artifacts.child_env(""), **hub.download_env()},
                 )  # fmt: skip
-                version, source = hash_tree(tmp, exclude=(".",)), f"{config.hub}:{lane.base_model}@{lane.revision}"
+                version, cached = cached_content_hash(tmp, artifacts.store.root / MODEL_HASHES)
+                source = f"{config.hub}:{lane.base_model}@{lane.revision}"
             final = finalize(tmp, version[:16])
         return dg.MaterializeResult(
             data_version=dg.DataVersion(version),
@@ -266,6 +276,7 @@ def base_model_asset(lane: Lane) -> dg.AssetsDefinition:
                 **(child_metadata(inv) if inv else {}),
                 "path": dg.MetadataValue.path(str(model_dir(final))),
                 "source": source,
+                "content_hash_cached": cached,
             },
         )
 

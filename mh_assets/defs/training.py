@@ -26,7 +26,7 @@ from mh_assets.defs.data import SNAPSHOT
 from mh_assets.defs.resources import ArtifactStore, GpuResource, ProcessGroupPipesClient, SwanLabResource
 from mh_assets.envcheck import Verdict, flash_attn_verdict, gpu_fit_verdict, precision_verdict
 from mh_assets.lane import Lane
-from mh_assets.models import model_dir
+from mh_assets.models import disk_verdict, export_space_needed, model_dir
 from mh_assets.recipes import MergeRun, SftRun
 from mh_assets.runners.train import SWANLAB_INFO
 from mh_assets.store import finalize, hash_tree, tree_size
@@ -259,6 +259,10 @@ def merged_model_asset(lane: Lane) -> dg.AssetsDefinition:
         checkpoint = adapter / "last-checkpoint"
         if not checkpoint.exists():
             raise dg.Failure(description=f"{adapter} holds no last-checkpoint: the training run did not finish")
+        base = Path(read_json(checkpoint / "args.json")["model"])
+        artifacts.store.folder(key).mkdir(parents=True, exist_ok=True)
+        if problem := disk_verdict(artifacts.store.folder(key), export_space_needed(base)):
+            raise dg.Failure(description=f"{key} cannot merge {base.name}: {problem}")
         with artifacts.staging(key) as tmp:
             tmp.rmdir()  # swift export silently skips saving into an existing folder
             run = MergeRun(
@@ -274,6 +278,7 @@ def merged_model_asset(lane: Lane) -> dg.AssetsDefinition:
                     "torch_dtype": lane.evaluation.torch_dtype,
                 },
                 env=artifacts.child_env(gpu.devices_for(lane)),
+                max_runtime_s=gpu.max_runtime_s(lane),
             )
             version = hash_tree(tmp, exclude=("args.json",))
             final = finalize(tmp, version[:16])

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mh_assets.models import strip_load_state
+
 
 def smoke_reply(model_dir: Path, prompt: str, torch_dtype: str, max_new_tokens: int = 32) -> str:
     """Greedy reply of the model in ``model_dir`` to one user turn, through its own chat template."""
@@ -32,6 +34,8 @@ def main() -> None:
 
         export_main(list(pipes.get_extra("args")))
         out = Path(pipes.get_extra("output_dir"))
+        if removed := strip_load_state(out):
+            pipes.log.info(f"removed load-time keys from tokenizer_config.json: {', '.join(removed)}")
         prompt = pipes.get_extra("smoke_prompt")
         reply = smoke_reply(out, prompt, pipes.get_extra("torch_dtype"))
         pipes.log.info(f"smoke reply to {prompt!r}: {reply!r}")
