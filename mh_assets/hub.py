@@ -120,8 +120,22 @@ def upload_huggingface(
             False,
             f"version {version} is already on {repo_id} (commit {earlier.commit_id[:12]}): no new commit",
         )
+    # huggingface_hub 1.x: upload_folder is the large-folder upload (upload_large_folder is deprecated): with hf_xet
+    # it commits a large folder in parts and, run again after an interruption, skips what is already there. The
+    # provenance file goes last, in the commit titled with the version: that title means the whole version is there.
+    with_retries(
+        lambda: api.upload_folder(
+            repo_id=repo_id, folder_path=str(folder), commit_message=f"{title}: files", ignore_patterns=[PROVENANCE]
+        ),
+        token,
+        sleep=sleep,
+    )
     info = with_retries(
-        lambda: api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message=title), token, sleep=sleep
+        lambda: api.upload_file(
+            path_or_fileobj=str(folder / PROVENANCE), path_in_repo=PROVENANCE, repo_id=repo_id, commit_message=title
+        ),
+        token,
+        sleep=sleep,
     )
     return Uploaded("huggingface", repo_id, url, info.oid, files, size, True, f"committed {info.oid[:12]}")
 

@@ -5,7 +5,15 @@ from pathlib import Path
 
 import pytest
 
-from mh_assets.hub import PROVENANCE, UploadError, commit_title, upload_local, upload_modelscope, with_retries
+from mh_assets.hub import (
+    PROVENANCE,
+    UploadError,
+    commit_title,
+    upload_huggingface,
+    upload_local,
+    upload_modelscope,
+    with_retries,
+)
 from mh_assets.procs import SECRET_ENV, inherited_env
 from mh_assets.store import Store
 
@@ -117,3 +125,29 @@ def test_children_inherit_no_secret(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("MH_ARTIFACTS_DIR", "/x")
     env = inherited_env()
     assert not set(SECRET_ENV) & set(env) and env["MH_ARTIFACTS_DIR"] == "/x"
+
+
+def test_huggingface_upload_interrupted_before_its_version_commit_is_finished_not_skipped(tmp_path: Path):
+    """Through a loopback server speaking the Hub's HTTP API (the real huggingface_hub client): files committed by an
+    interrupted upload do not count as the version; running again adds the version commit and nothing else."""
+    from huggingface_hub import HfApi
+
+    from mh_assets_tests.hf_hub_stub import hf_hub_stub
+
+    folder = _model(tmp_path / "merged")
+    (folder / PROVENANCE).write_text('{"version": "v9"}', encoding="utf-8")
+    with hf_hub_stub(token="hf_test") as hub:
+        api = HfApi(endpoint=hub.endpoint, token="hf_test")
+        api.create_repo("team/m", private=True)
+        # what an upload killed after its files commit leaves behind
+        api.upload_folder(
+            repo_id="team/m", folder_path=str(folder), commit_message=f"{commit_title('v9')}: files",
+            ignore_patterns=[PROVENANCE],
+        )  # fmt: skip
+        result = upload_huggingface(folder, "team/m", "v9", "hf_test", hub.endpoint)
+        titles = [c["title"] for c in hub.repos["team/m"]["commits"]]
+        assert result.new_commit and titles[-1] == commit_title("v9")
+        assert titles.count(f"{commit_title('v9')}: files") == 1  # the files were already there: no second commit
+        assert set(hub.files("team/m")) == {p.name for p in folder.iterdir()}
+        again = upload_huggingface(folder, "team/m", "v9", "hf_test", hub.endpoint)
+        assert not again.new_commit and len(hub.repos["team/m"]["commits"]) == len(titles)

@@ -303,8 +303,12 @@ def test_huggingface_upload_through_a_loopback_hub_server(tiny_run, monkeypatch)
         assert first.success, [e.message for e in first.all_events if e.is_failure]
         meta = first.asset_materializations_for_node("hub_upload_tiny")[0].metadata
         repo = hub.repos["team/mh-sft-tiny"]
-        assert repo["private"] and len(repo["commits"]) == 1
-        assert meta["revision"].value == repo["commits"][0]["id"] and meta["new_commit"].value is True
+        # the files, then the provenance in the commit titled with the version (the sign the whole version is there)
+        assert repo["private"] and [c["title"] for c in repo["commits"]] == [
+            f"mh-assets model version {_latest(tiny_run.root, 'merged_model_tiny').name}: files",
+            f"mh-assets model version {_latest(tiny_run.root, 'merged_model_tiny').name}",
+        ]
+        assert meta["revision"].value == repo["commits"][-1]["id"] and meta["new_commit"].value is True
         files = hub.files("team/mh-sft-tiny")
         merged = _latest(tiny_run.root, "merged_model_tiny")
         assert files["model.safetensors"] == (merged / "model.safetensors").read_bytes()
@@ -312,7 +316,7 @@ def test_huggingface_upload_through_a_loopback_hub_server(tiny_run, monkeypatch)
         assert json.loads(files["mh_assets.json"])["version"] == merged.name
 
         again = _upload(tiny_run, definitions, "huggingface")  # same model version: no new commit
-        assert again.success and len(repo["commits"]) == 1
+        assert again.success and len(repo["commits"]) == 2
         assert again.asset_materializations_for_node("hub_upload_tiny")[0].metadata["new_commit"].value is False
 
 
