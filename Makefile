@@ -6,7 +6,7 @@ TORCH_SPEC ?= torch==2.13.0
 export MH_ARTIFACTS_DIR ?= $(CURDIR)/artifacts
 export DAGSTER_HOME ?= $(CURDIR)/.dagster
 
-.PHONY: setup demo test lint lock ui scores-app
+.PHONY: setup demo test lint lock ui scores-app serve
 setup: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml
 
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -46,6 +46,13 @@ ui: setup
 LANE ?= tiny
 scores-app: setup
 	$(VENV)/bin/evalscope app --host 127.0.0.1 --port 9000 --outputs $(MH_ARTIFACTS_DIR)/benchmark_scores_$(LANE)/latest/evalscope
+
+# A lane's latest merged model behind an OpenAI-compatible API on 127.0.0.1:$(PORT)/v1 (swift deploy, served as the
+# lane's served_model_name). BACKEND=transformers|vllm|sglang|lmdeploy; empty: the lane's (vllm on GPU lanes).
+PORT ?= 8000
+BACKEND ?=
+serve: setup
+	$(PY) -m mh_assets.serve $(LANE) --port $(PORT) $(if $(BACKEND),--backend $(BACKEND))
 
 # Re-resolve the lock after changing pyproject.toml's dependencies.
 lock:

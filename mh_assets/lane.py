@@ -118,19 +118,35 @@ class SwanLab(_Spec):
 
 class Evaluation(_Spec):
     mode: Literal["local", "service", "endpoint"] = Field(default="service", description="How the model is reached.")
-    deploy_backend: Literal["transformers", "vllm", "sglang", "lmdeploy"] = "transformers"
+    deploy_backend: Literal["transformers", "vllm", "sglang", "lmdeploy"] | None = Field(
+        default=None,
+        description="`swift deploy --infer_backend` (service mode); unset: vllm on a GPU lane, transformers on CPU.",
+    )
     served_model_name: str
     limits: dict[str, int] = Field(default={}, description="Benchmark -> samples evaluated.")
     max_tokens: int = Field(default=512, description="Longest reply generated.")
+    concurrency: int | None = Field(
+        default=None, description="Requests in flight; unset: 32 against a server (service, endpoint), 1 locally."
+    )
     torch_dtype: str = "bfloat16"
     reevaluate_cron: str = Field(default="0 3 * * 1", description="When the fine-tuned model is evaluated again.")
 
-    @field_validator("max_tokens")
+    @field_validator("max_tokens", "concurrency")
     @classmethod
-    def _positive(cls, value: int) -> int:
-        if value < 1:
+    def _positive(cls, value: int | None) -> int | None:
+        if value is not None and value < 1:
             raise ValueError("must be at least 1")
         return value
+
+    def backend(self, gpus: int) -> str:
+        """The ``swift deploy`` backend (ms-swift 4 spells them as we do): the file's, else vLLM on a lane with
+        GPUs and transformers on a CPU lane."""
+        return self.deploy_backend or ("vllm" if gpus > 0 else "transformers")
+
+    @staticmethod
+    def default_concurrency(mode: str) -> int:
+        """Requests in flight unless set: 32 against a server (service, endpoint), 1 for a local model."""
+        return 1 if mode == "local" else 32
 
     @field_validator("reevaluate_cron")
     @classmethod

@@ -129,8 +129,8 @@ SwanLab: {swanlab}.
 
 ## How to run
 ```
-swift deploy --model . --infer_backend transformers --served_model_name {lane.evaluation.served_model_name} \\
-    --host 127.0.0.1 --port 8000
+swift deploy --model . --infer_backend {lane.evaluation.backend(lane.gpu.count)} \\
+    --served_model_name {lane.evaluation.served_model_name} --host 127.0.0.1 --port 8000
 ```
 
 ```python

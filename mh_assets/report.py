@@ -110,7 +110,7 @@ def experiment_report(inputs: ReportInputs) -> str:
     )
     verdict = "passed" if inputs.gates_passed else "FAILED"
     deploy = (
-        f"swift deploy --model {inputs.merged_path} --infer_backend {lane.evaluation.deploy_backend} "
+        f"swift deploy --model {inputs.merged_path} --infer_backend {lane.evaluation.backend(lane.gpu.count)} "
         f"--served_model_name {lane.evaluation.served_model_name} --host 127.0.0.1 --port 8000"
     )
     return f"""# Experiment report: {lane.swanlab.exp_name}

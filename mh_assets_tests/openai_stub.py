@@ -1,20 +1,47 @@
 """A loopback OpenAI-compatible server with scripted replies, for tests of scoring and of the judge.
 
-It stands in for a model server (not for a hub): EvalScope's real OpenAI client talks to it over HTTP.
+It stands in for a model server (not for a hub): EvalScope's real OpenAI client talks to it over HTTP. Given a
+latency and a ``Gauge``, it answers each completion after that many seconds and counts the requests in flight.
 """
 
 import json
 import threading
+import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 Script = Callable[[list[dict]], str]
 
 
+class Gauge:
+    """Requests being answered now, and the most at once (``peak``)."""
+
+    def __init__(self) -> None:
+        self.now = self.peak = 0
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> None:
+        with self._lock:
+            self.now += 1
+            self.peak = max(self.peak, self.now)
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self.now -= 1
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 256  # a burst of connections is accepted, not refused or delayed by a short backlog
+
+
 @contextmanager
-def openai_stub(script: Script, model: str = "stub-model") -> Iterator[tuple[str, list[list[dict]]]]:
-    """Serve ``/v1/models`` and ``/v1/chat/completions`` on 127.0.0.1; yields (base URL, requests received)."""
+def openai_stub(
+    script: Script, model: str = "stub-model", latency_s: float = 0.0, gauge: Gauge | None = None
+) -> Iterator[tuple[str, list[list[dict]]]]:
+    """Serve ``/v1/models`` and ``/v1/chat/completions`` on 127.0.0.1, each completion after ``latency_s`` (counted
+    in ``gauge`` while it is answered); yields (base URL, requests received)."""
     received: list[list[dict]] = []
 
     class Handler(BaseHTTPRequestHandler):
@@ -34,8 +61,10 @@ def openai_stub(script: Script, model: str = "stub-model") -> Iterator[tuple[str
 
         def do_POST(self) -> None:
             request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            received.append(request["messages"])
-            reply = script(request["messages"])
+            with gauge or nullcontext():
+                received.append(request["messages"])
+                time.sleep(latency_s)
+                reply = script(request["messages"])
             self._send({
                 "id": f"chatcmpl-{len(received)}",
                 "object": "chat.completion",
@@ -45,7 +74,7 @@ def openai_stub(script: Script, model: str = "stub-model") -> Iterator[tuple[str
                 "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
             })  # fmt: skip
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = _Server(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -183,7 +183,12 @@ def test_key_point_coverage_is_judged_on_meaning(scored):
 def test_exams_without_mirror_are_skipped_with_reason(scored):
     scores, _, _ = scored
     assert "no local mirror configured" in scores["benchmarks"]["ceval"]["skipped"]
-    assert scores["target"] == {"mode": "endpoint", "api_url": scores["target"]["api_url"], "model": "stub-model"}
+    assert scores["target"] == {
+        "mode": "endpoint",
+        "api_url": scores["target"]["api_url"],
+        "model": "stub-model",
+        "concurrency": 32,  # the default against a server
+    }
 
 
 def test_broken_exam_mirror_is_skipped_quickly_with_the_reason(tmp_path: Path):

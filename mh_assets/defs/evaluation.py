@@ -45,7 +45,10 @@ class EvalConfig(dg.Config):
     endpoint: str = Field(default="", description="Base URL of a running OpenAI-compatible server (endpoint mode).")
     model_name: str = Field(default="", description="Model name to ask the endpoint for.")
     backend: Literal["", "transformers", "vllm", "sglang", "lmdeploy"] = Field(
-        default="", description="swift deploy backend (service mode); empty: the lane's."
+        default="", description="swift deploy backend (service mode); empty: the lane's (default vllm on GPU lanes)."
+    )
+    concurrency: int | None = Field(
+        default=None, ge=1, description="Requests in flight; empty: the lane's (default 32, 1 in local mode)."
     )
     suite: dict[str, str] = Field(default={}, description="Benchmark -> file replacing the shipped sample.")
     limits: dict[str, int] = Field(default={}, description="Benchmark -> number of samples.")
@@ -98,13 +101,19 @@ def eval_mode(lane: Lane, config: EvalConfig) -> str:
 
 def _target(lane: Lane, config: EvalConfig, model_dir: Path | None) -> dict[str, Any]:
     mode = eval_mode(lane, config)
+    concurrency = config.concurrency or lane.evaluation.concurrency or lane.evaluation.default_concurrency(mode)
     if mode == "endpoint":
-        return {"mode": mode, "api_url": config.endpoint, "model": config.model_name}
+        return {"mode": mode, "api_url": config.endpoint, "model": config.model_name, "concurrency": concurrency}
     assert model_dir is not None
-    target = {"mode": mode, "model_dir": str(model_dir), "torch_dtype": lane.evaluation.torch_dtype}
+    target = {
+        "mode": mode,
+        "model_dir": str(model_dir),
+        "torch_dtype": lane.evaluation.torch_dtype,
+        "concurrency": concurrency,
+    }
     if mode == "service":
         target.update(
-            backend=config.backend or lane.evaluation.deploy_backend,
+            backend=config.backend or lane.evaluation.backend(lane.gpu.count),
             served_model_name=lane.evaluation.served_model_name,
             # a base model folder has no args.json to tell swift its type (the tiny one is ambiguous without it)
             model_type=lane.sft.model_type,
@@ -144,6 +153,7 @@ def _evaluate(
                 "mirrors": evaluation.mirrors(),
             },
             env={**artifacts.child_env(gpu.devices_for(lane)), **evaluation.secrets_env()},
+            max_runtime_s=gpu.max_runtime_s(lane),
         )
         scores = read_json(tmp / "scores.json")
         final = finalize(tmp, f"{context.run.run_id[:8]}-{scores_version(scores)}")

@@ -3,18 +3,18 @@ this process starts and stops, or any running OpenAI-compatible endpoint. Writes
 report folder (``evalscope/``, for ``evalscope app``) into ``work_dir``.
 
 Extras: ``target`` (``{"mode": "local", "model_dir", "torch_dtype"}`` | ``{"mode": "service", "model_dir", "backend",
-"served_model_name", "torch_dtype"}`` | ``{"mode": "endpoint", "api_url", "model"}``), ``suite`` (benchmark ->
-file), ``limits`` (benchmark -> n), ``max_tokens``, ``work_dir``, ``judge`` and ``safety_judge`` (the counselling
-and the safety judges, each ``{"judges": [{"api_url", "model"}], "samples": n}`` or None), ``mirrors``
-(``{"ceval": dir, "cmmlu": dir, "safety_bench": dir}``). The counselling dialogues are written again turn by turn
-(the model gets the conversation up to each client turn) and each new turn is judged.
+"served_model_name", "model_type", "template", "torch_dtype"}`` | ``{"mode": "endpoint", "api_url", "model"}``, each
+with ``concurrency``: requests in flight, EvalScope's ``eval_batch_size``), ``suite`` (benchmark -> file),
+``limits`` (benchmark -> n), ``max_tokens``, ``work_dir``, ``judge`` and ``safety_judge`` (the counselling and the
+safety judges, each ``{"judges": [{"api_url", "model"}], "samples": n}`` or None), ``mirrors`` (``{"ceval": dir,
+"cmmlu": dir, "safety_bench": dir}``). The counselling dialogues are written again turn by turn (the model gets the
+conversation up to each client turn) and each new turn is judged. The judges are asked one request at a time.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -35,16 +35,18 @@ from mh_assets.benchmarks import (
     to_general_qa,
 )
 from mh_assets.judge import judge_keypoints, judge_safety, judge_turns
+from mh_assets.lane import Evaluation
 from mh_assets.mirrors import EXAM_MIRRORS, MIRROR_ENV, MirrorError, read_exam_mirror
 from mh_assets.models import hub_endpoint, reachable
 from mh_assets.procs import free_port, start_group, stop_group
+from mh_assets.serve import deploy_command
 from mh_assets.stats import outward, wilson_interval
 
 READY_TIMEOUT_S = 600
 SAMPLE_DIALOGUES = 3  # the first psyqa questions, kept with the answers for the report
 
 
-def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
 
 
@@ -65,6 +67,9 @@ def wait_ready(api_url: str, proc: Any = None, timeout_s: float = READY_TIMEOUT_
 
 
 def model_kwargs(target: dict[str, Any]) -> dict[str, Any]:
+    """EvalScope's model settings for a target; ``eval_batch_size`` is the number of requests in flight (or of
+    samples generated together by a local model)."""
+    batch = {"eval_batch_size": target.get("concurrency") or Evaluation.default_concurrency(target["mode"])}
     if target["mode"] == "local":
         model_dir = Path(target["model_dir"])
         return {
@@ -72,6 +77,7 @@ def model_kwargs(target: dict[str, Any]) -> dict[str, Any]:
             "model_id": model_dir.name,
             "eval_type": "llm_ckpt",
             "model_args": {"precision": target.get("torch_dtype", "auto")},
+            **batch,
         }
     return {
         "model": target["model"],
@@ -79,13 +85,32 @@ def model_kwargs(target: dict[str, Any]) -> dict[str, Any]:
         "eval_type": "openai_api",
         "api_url": target["api_url"],
         "api_key": os.environ.get("MH_EVAL_API_KEY", "EMPTY"),
+        **batch,
     }
+
+
+def generate(data_dir: Path, subsets: list[str], kwargs: dict[str, Any], max_tokens: int, work_dir: Path) -> None:
+    """The model's replies to ``data_dir/<subset>.jsonl`` (``question``/``answer`` rows) in one EvalScope task, at
+    temperature 0, under ``work_dir/reviews/<model_id>/general_qa_<subset>.jsonl``."""
+    from evalscope import TaskConfig, run_task
+
+    run_task(
+        TaskConfig(
+            datasets=["general_qa"],
+            dataset_args={
+                # Rouge only: EvalScope's BLEU logs an error on every short reply; ours is computed in benchmarks
+                "general_qa": {"local_path": str(data_dir), "subset_list": subsets, "metric_list": ["Rouge"]},
+            },
+            work_dir=str(work_dir),
+            no_timestamp=True,
+            generation_config={"max_tokens": max_tokens, "temperature": 0.0},
+            **kwargs,
+        )
+    )
 
 
 def run_suite(target: dict[str, Any], ex: dict[str, Any]) -> dict[str, Any]:
     """The shipped (or replaced) suite in one EvalScope task, scored by ``mh_assets.benchmarks``."""
-    from evalscope import TaskConfig, run_task
-
     work_dir = Path(ex["work_dir"])
     data_dir = work_dir / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -94,29 +119,14 @@ def run_suite(target: dict[str, Any], ex: dict[str, Any]) -> dict[str, Any]:
     rows = {name: load_benchmark(name, path)[: limits.get(name)] for name, path in files.items()}
     mirrored, exams = exam_mirrors(ex, limits)
     for name, exam in {"pceb_mcq": rows["pceb_mcq"], **mirrored}.items():
-        _write_jsonl(data_dir / f"{name}.jsonl", to_exam_qa(exam))
-    _write_jsonl(data_dir / "counselling_dialogues.jsonl", to_dialogue_qa(rows["counselling_dialogues"]))
+        write_jsonl(data_dir / f"{name}.jsonl", to_exam_qa(exam))
+    write_jsonl(data_dir / "counselling_dialogues.jsonl", to_dialogue_qa(rows["counselling_dialogues"]))
     for name in ("psyqa", "safety"):
-        _write_jsonl(data_dir / f"{name}.jsonl", to_general_qa(name, rows[name]))
+        write_jsonl(data_dir / f"{name}.jsonl", to_general_qa(name, rows[name]))
     kwargs = model_kwargs(target)
     evalscope_dir = work_dir / "evalscope"
-    run_task(
-        TaskConfig(
-            datasets=["general_qa"],
-            dataset_args={
-                # Rouge only: EvalScope's BLEU logs an error on every short reply; ours is computed in benchmarks
-                "general_qa": {
-                    "local_path": str(data_dir),
-                    "subset_list": ["pceb_mcq", "psyqa", "safety", "counselling_dialogues", *mirrored],
-                    "metric_list": ["Rouge"],
-                },
-            },
-            work_dir=str(evalscope_dir),
-            no_timestamp=True,
-            generation_config={"max_tokens": ex["max_tokens"], "temperature": 0.0},
-            **kwargs,
-        )
-    )
+    subsets = ["pceb_mcq", "psyqa", "safety", "counselling_dialogues", *mirrored]
+    generate(data_dir, subsets, kwargs, ex["max_tokens"], evalscope_dir)
     reviews = evalscope_dir / "reviews" / kwargs["model_id"]
     mcq = [r["prediction"] for r in read_reviews(reviews / "general_qa_pceb_mcq.jsonl")]
     psyqa = [r["prediction"] for r in read_reviews(reviews / "general_qa_psyqa.jsonl")]
@@ -240,22 +250,22 @@ def evaluate(ex: dict[str, Any]) -> dict[str, Any]:
         scores = run_suite(target, ex)
     else:
         port = free_port()
-        command = [
-            sys.executable, "-m", "swift.cli.deploy",
-            "--model", target["model_dir"],
-            "--infer_backend", target["backend"],
-            "--served_model_name", target["served_model_name"],
-            "--model_type", target["model_type"],
-            "--template", target["template"],
-            "--torch_dtype", target["torch_dtype"],
-            "--host", "127.0.0.1",
-            "--port", str(port),
-        ]  # fmt: skip
+        command = deploy_command(
+            model_dir=target["model_dir"],
+            backend=target["backend"],
+            served_model_name=target["served_model_name"],
+            model_type=target["model_type"],
+            template=target["template"],
+            torch_dtype=target["torch_dtype"],
+            port=port,
+            concurrency=target["concurrency"],
+        )
         server = start_group(command, os.environ)
         try:
             api_url = f"http://127.0.0.1:{port}/v1"
             wait_ready(api_url, server)
-            scores = run_suite({"mode": "endpoint", "api_url": api_url, "model": target["served_model_name"]}, ex)
+            endpoint = {"mode": "endpoint", "api_url": api_url, "model": target["served_model_name"]}
+            scores = run_suite({**endpoint, "concurrency": target.get("concurrency")}, ex)
         finally:
             stop_group(server)
         scores["served_by"] = " ".join(command)
