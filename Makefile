@@ -6,7 +6,7 @@ TORCH_SPEC ?= torch==2.13.0
 export MH_ARTIFACTS_DIR ?= $(CURDIR)/artifacts
 export DAGSTER_HOME ?= $(CURDIR)/.dagster
 
-.PHONY: setup demo test lint lock ui scores-app serve
+.PHONY: setup demo test lint lock ui scores-app serve swanlab
 setup: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml
 
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -53,6 +53,12 @@ PORT ?= 8000
 BACKEND ?=
 serve: setup
 	$(PY) -m mh_assets.serve $(LANE) --port $(PORT) $(if $(BACKEND),--backend $(BACKEND))
+
+# SwanLab's dashboard over the runs logged in local or offline mode (every lane logs under $(MH_ARTIFACTS_DIR)/swanlog),
+# on loopback only.
+SWANLAB_PORT ?= 5092
+swanlab: setup
+	$(VENV)/bin/swanlab watch $(MH_ARTIFACTS_DIR)/swanlog -h 127.0.0.1 -p $(SWANLAB_PORT)
 
 # Re-resolve the lock after changing pyproject.toml's dependencies.
 lock:

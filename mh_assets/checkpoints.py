@@ -9,14 +9,19 @@ half-written one is removed before resuming, or training would write into it aga
 
 from __future__ import annotations
 
+import fcntl
 import json
 import re
 import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 RUNS = ".runs"
 PUBLISHED = "published.json"
+LOCK = ".training.lock"
 ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 _CHECKPOINT = re.compile(r"checkpoint-(\d+)")
 
@@ -51,6 +56,12 @@ def is_complete(checkpoint: Checkpoint) -> bool:
     return weights and state.get("global_step") == checkpoint.step
 
 
+def finished(checkpoint: Checkpoint) -> bool:
+    """The run saved this checkpoint at its last step (it died before it was published)."""
+    state = json.loads((checkpoint.path / "trainer_state.json").read_text(encoding="utf-8"))
+    return bool(state.get("max_steps")) and state["global_step"] >= state["max_steps"]
+
+
 def resume_point(run: Path) -> tuple[Checkpoint | None, list[Checkpoint]]:
     """The newest complete checkpoint, and the half-written ones newer than it (to remove before resuming)."""
     found = checkpoints(run)
@@ -68,9 +79,30 @@ class Start:
     removed: tuple[str, ...]
 
 
-def prepare(run: Path, fresh: bool) -> Start:
+@contextmanager
+def training_lock(run: Path, wait_s: float = 0) -> Iterator[None]:
+    """Held by the process that trains into ``run`` for as long as it lives (the kernel drops it with the process).
+    Waits up to ``wait_s`` for a trainer that is still stopping, then raises naming the folder."""
+    run.mkdir(parents=True, exist_ok=True)
+    with (run / LOCK).open("w") as fh:
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise RuntimeError(f"another process is still training into {run}") from None
+                time.sleep(0.5)
+        yield
+
+
+def prepare(run: Path, fresh: bool, wait_s: float = 60) -> Start:
     """Make the run folder ready: start over when asked or when its result was already published, else keep it
-    and remove the half-written checkpoints after the newest complete one."""
+    and remove the half-written checkpoints after the newest complete one. First waits for a trainer of an earlier
+    attempt that is still stopping (and could still be writing a checkpoint)."""
+    with training_lock(run, wait_s):
+        pass
     removed: list[str] = []
     if run.exists() and (fresh or (run / PUBLISHED).exists()):
         shutil.rmtree(run)

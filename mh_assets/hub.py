@@ -105,10 +105,10 @@ def upload_huggingface(
     url = str(repo)
     files, size = tree_size(folder)
     title = commit_title(version)
-    earlier = next(
-        (c for c in with_retries(lambda: api.list_repo_commits(repo_id), token, sleep=sleep) if c.title == title),
-        None,
-    )
+    # the newest commit carries the version's title only when the repo holds exactly that version (files, then
+    # provenance, in that order; anything committed later, another version included, comes after it)
+    commits = with_retries(lambda: api.list_repo_commits(repo_id), token, sleep=sleep)
+    earlier = commits[0] if commits and commits[0].title == title else None
     if earlier is not None:
         return Uploaded(
             "huggingface",

@@ -30,12 +30,20 @@ SECRET_ENV = (
 )
 
 
+# Set by whatever launched this process (a torchrun, a cluster's pod); a child would take them as its own launch
+LAUNCH_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "NPROC_PER_NODE", "NNODES", "NODE_RANK",
+              "MASTER_ADDR", "MASTER_PORT")  # fmt: skip
+
+
 def inherited_env() -> dict[str, str]:
-    """This process's environment without the secrets."""
-    return {k: v for k, v in os.environ.items() if k not in SECRET_ENV}
+    """This process's environment without the secrets and without any distributed launch: a training child gets
+    its launch from its lane."""
+    return {k: v for k, v in os.environ.items() if k not in SECRET_ENV and k not in LAUNCH_ENV}
 
 
 PR_SET_PDEATHSIG = 1
+# looked up here, not in the forked child (where a thread of the parent may have held the loader's lock)
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
 
 
 def _child_setup(parent: int) -> None:
@@ -45,8 +53,8 @@ def _child_setup(parent: int) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     # A new session escapes the parent's process group: if the parent is killed outright (SIGKILL, a crash), the
     # group would run on with nobody to stop it. Linux tells the child instead; the child then stops its group.
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if _LIBC is not None:
+        _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
         if os.getppid() != parent:  # the parent died before prctl took effect
             os.kill(os.getpid(), signal.SIGTERM)
 

@@ -85,20 +85,23 @@ class SftRecipe:
 
     def for_world_size(self, world_size: int) -> SftRecipe:
         """The same recipe on ``world_size`` processes, keeping the global batch: gradient accumulation shrinks with
-        more GPUs, and where one step of every GPU is already more than the batch, each GPU takes a smaller share."""
-        batch, per_device = self.global_batch_size, self.per_device_train_batch_size
+        more GPUs, and where the per-device batch does not divide what is left, each GPU takes the largest share
+        that does."""
+        batch = self.global_batch_size
         if world_size < 1:
             raise ValueError(f"world size must be at least 1, not {world_size}")
-        if batch % (per_device * world_size) == 0:
-            return dataclasses.replace(self, gradient_accumulation_steps=batch // (per_device * world_size))
-        if per_device * world_size > batch and batch % world_size == 0:
-            return dataclasses.replace(
-                self, per_device_train_batch_size=batch // world_size, gradient_accumulation_steps=1
-            )
+        for per_device in range(self.per_device_train_batch_size, 0, -1):
+            if batch % (per_device * world_size) == 0:
+                return dataclasses.replace(
+                    self,
+                    per_device_train_batch_size=per_device,
+                    gradient_accumulation_steps=batch // (per_device * world_size),
+                )
         raise ValueError(
-            f"a global batch of {batch} ({per_device} per device x {self.gradient_accumulation_steps} accumulation) "
-            f"cannot be split evenly over {world_size} GPUs: choose per_device_train_batch_size and "
-            "gradient_accumulation_steps whose product is a multiple of the GPU count"
+            f"a global batch of {batch} ({self.per_device_train_batch_size} per device x "
+            f"{self.gradient_accumulation_steps} accumulation) cannot be split evenly over {world_size} GPUs: "
+            "choose per_device_train_batch_size and gradient_accumulation_steps whose product is a multiple of the "
+            "GPU count"
         )
 
 

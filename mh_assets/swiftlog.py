@@ -49,14 +49,21 @@ def _step(entry: dict[str, Any]) -> tuple[int, int] | None:
     return int(step), int(total)
 
 
+def _entry(raw: bytes) -> dict[str, Any]:
+    """One line of the log; a line torn by a crash or a full disk (later lines follow it) counts as empty."""
+    try:
+        entry = json.loads(raw.decode("utf-8"))
+    except ValueError:  # UnicodeDecodeError is one
+        return {}
+    return entry if isinstance(entry, dict) else {}
+
+
 def parse_logging(path: Path) -> TrainingLog:
     """Parse ``logging.jsonl``. A resumed run appends again, so steps may repeat: the last entry per step wins."""
     log = TrainingLog()
     by_step: dict[int, float] = {}
-    for raw in path.read_text(encoding="utf-8").splitlines():
-        if not raw.strip():
-            continue
-        entry = json.loads(raw)
+    for raw in path.read_bytes().splitlines():
+        entry = _entry(raw)
         step = _step(entry)
         if "loss" in entry and step:
             by_step[step[0]] = float(entry["loss"])
@@ -80,21 +87,21 @@ class Progress:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.offset = path.stat().st_size if path.exists() else 0  # a resumed run's earlier lines are history
-        self.partial = ""
+        self.partial = b""
         self.last_tokens: tuple[int, float] | None = None  # (step, tokens seen)
 
     def read(self) -> list[str]:
         """The messages for the lines written since the last call (a half-written last line waits)."""
         if not self.path.exists():
             return []
-        with self.path.open(encoding="utf-8") as fh:
+        with self.path.open("rb") as fh:  # bytes: a read may end inside a character of a half-written line
             fh.seek(self.offset)
             chunk = fh.read()
             self.offset = fh.tell()
-        *lines, self.partial = (self.partial + chunk).split("\n")
+        *lines, self.partial = (self.partial + chunk).split(b"\n")
         messages = []
         for raw in lines:
-            entry = json.loads(raw) if raw.strip() else {}
+            entry = _entry(raw)
             step = _step(entry)
             if step and "loss" in entry:
                 messages.append(self.message(entry, *step))

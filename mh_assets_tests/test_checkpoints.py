@@ -2,9 +2,22 @@
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
-from mh_assets.checkpoints import Checkpoint, clean, is_complete, mark_published, prepare, resume_point, run_folder
+import pytest
+
+from mh_assets.checkpoints import (
+    Checkpoint,
+    clean,
+    finished,
+    is_complete,
+    mark_published,
+    prepare,
+    resume_point,
+    run_folder,
+)
 
 
 def _checkpoint(run: Path, step: int, *, state_step: int | None = None, weights: bool = True) -> Path:
@@ -76,3 +89,31 @@ def test_clean_keeps_the_newest_published_runs_and_every_unfinished_one(tmp_path
     assert sorted(p.name for p in (asset / ".runs").iterdir()) == ["crashed", "new"]
     assert clean(asset, keep=0) == [run_folder(asset, "new")]
     assert clean(tmp_path / "never_trained", keep=0) == []
+
+
+def test_a_checkpoint_at_the_last_step_is_a_finished_run(tmp_path):
+    last = _checkpoint(tmp_path, 184, state_step=184)
+    (last / "trainer_state.json").write_text(json.dumps({"global_step": 184, "max_steps": 184}))
+    middle = _checkpoint(tmp_path, 100, state_step=100)
+    (middle / "trainer_state.json").write_text(json.dumps({"global_step": 100, "max_steps": 184}))
+    assert finished(Checkpoint(184, last)) and not finished(Checkpoint(100, middle))
+
+
+def test_a_run_folder_another_process_still_trains_into_is_not_touched(tmp_path):
+    run = run_folder(tmp_path / "a", "k")
+    _checkpoint(run, 20)  # half-written: the other trainer may still be writing it
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom pathlib import Path\nfrom mh_assets.checkpoints import "
+         "training_lock\nwith training_lock(Path(sys.argv[1])):\n    print('held', flush=True)\n    time.sleep(60)",
+         str(run)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(RuntimeError, match="still training into"):
+            prepare(run, fresh=False, wait_s=1)
+        assert (run / "checkpoint-20").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert prepare(run, fresh=False, wait_s=5).removed == ("checkpoint-20",)  # the lock died with its holder

@@ -135,19 +135,36 @@ def test_huggingface_upload_interrupted_before_its_version_commit_is_finished_no
     from mh_assets_tests.hf_hub_stub import hf_hub_stub
 
     folder = _model(tmp_path / "merged")
+    (folder / "config.json").write_text('{"model_type": "qwen2"}', encoding="utf-8")
     (folder / PROVENANCE).write_text('{"version": "v9"}', encoding="utf-8")
     with hf_hub_stub(token="hf_test") as hub:
         api = HfApi(endpoint=hub.endpoint, token="hf_test")
         api.create_repo("team/m", private=True)
-        # what an upload killed after its files commit leaves behind
-        api.upload_folder(
-            repo_id="team/m", folder_path=str(folder), commit_message=f"{commit_title('v9')}: files",
-            ignore_patterns=[PROVENANCE],
+        # what an upload killed after its first part leaves behind: some files, under the version's files title
+        api.upload_file(
+            path_or_fileobj=str(folder / "config.json"), path_in_repo="config.json", repo_id="team/m",
+            commit_message=f"{commit_title('v9')}: files",
         )  # fmt: skip
         result = upload_huggingface(folder, "team/m", "v9", "hf_test", hub.endpoint)
         titles = [c["title"] for c in hub.repos["team/m"]["commits"]]
-        assert result.new_commit and titles[-1] == commit_title("v9")
-        assert titles.count(f"{commit_title('v9')}: files") == 1  # the files were already there: no second commit
+        assert result.new_commit and titles[-1] == commit_title("v9") and len(titles) == 3
         assert set(hub.files("team/m")) == {p.name for p in folder.iterdir()}
+        assert hub.files("team/m")["model.safetensors"] == (folder / "model.safetensors").read_bytes()
         again = upload_huggingface(folder, "team/m", "v9", "hf_test", hub.endpoint)
         assert not again.new_commit and len(hub.repos["team/m"]["commits"]) == len(titles)
+
+
+def test_huggingface_version_published_again_after_another_is_committed_again(tmp_path: Path):
+    """Through a loopback server speaking the Hub's HTTP API: v1, v2, then v1 again leaves the repo at v1."""
+    from mh_assets_tests.hf_hub_stub import hf_hub_stub
+
+    folders = {}
+    for version in ("v1", "v2"):
+        folders[version] = _model(tmp_path / version)
+        (folders[version] / "model.safetensors").write_bytes(f"weights of {version}".encode())
+        (folders[version] / PROVENANCE).write_text(json.dumps({"version": version}), encoding="utf-8")
+    with hf_hub_stub(token="hf_test") as hub:
+        results = [upload_huggingface(folders[v], "team/m", v, "hf_test", hub.endpoint) for v in ("v1", "v2", "v1")]
+        assert [r.new_commit for r in results] == [True, True, True]
+        assert hub.files("team/m")["model.safetensors"] == b"weights of v1"
+        assert hub.repos["team/m"]["commits"][-1]["title"] == commit_title("v1")

@@ -53,24 +53,24 @@ def test_a_step_past_its_runtime_limit_is_stopped_with_its_group(tmp_path: Path)
     """A child (and the grandchild it started) running past ``max_runtime_s`` is stopped and the step says why."""
     pid_file = tmp_path / "grandchild.pid"
     script = tmp_path / "slow.py"
-    script.write_text(
+    script.write_text(  # the grandchild first: importing the project takes a while on a busy machine
         "import subprocess, sys, time\n"
+        "g = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])\n"
+        f"open({str(pid_file)!r}, 'w').write(str(g.pid))\n"
         "from mh_assets.runners import child_pipes\n"
         "with child_pipes() as pipes:\n"
-        "    g = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])\n"
-        f"    open({str(pid_file)!r}, 'w').write(str(g.pid))\n"
         "    time.sleep(600)\n",
         encoding="utf-8",
     )
 
     @dg.asset
     def slow(context: dg.AssetExecutionContext, pipes: ProcessGroupPipesClient) -> None:
-        pipes.run(context=context, command=[sys.executable, str(script)], max_runtime_s=3)
+        pipes.run(context=context, command=[sys.executable, str(script)], max_runtime_s=6)
 
     client = ProcessGroupPipesClient(forward_stdio=False, termination_timeout_seconds=5)
     result = dg.materialize([slow], resources={"pipes": client}, raise_on_error=False)
     assert not result.success
     (failure,) = [e for e in result.all_events if e.is_step_failure]
-    assert "ran past its limit of 0.0008333 h" in failure.step_failure_data.user_failure_data.description
+    assert "ran past its limit of 0.001667 h" in failure.step_failure_data.user_failure_data.description
     grandchild = int(pid_file.read_text())
     assert not Path(f"/proc/{grandchild}").exists() or "Z" in Path(f"/proc/{grandchild}/stat").read_text().split()[2]

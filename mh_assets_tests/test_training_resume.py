@@ -7,6 +7,7 @@ run (the step fails, and its RetryPolicy resumes in the same run).
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -143,6 +144,7 @@ def test_killed_cli_run_leaves_no_trainer_and_resumes_from_its_checkpoint(root: 
     assert not (root / ADAPTER / "latest").exists()
     logged = _progress_messages(home)
     assert all(" loss " in m and "tokens/s" in m and "ETA" in m for m in logged), logged
+    assert any(re.search(r"tokens/s \d", m) for m in logged), logged  # measured from the second logging step on
 
     again = _materialize(root, home)
     output, _ = again.communicate(timeout=900)
@@ -151,14 +153,28 @@ def test_killed_cli_run_leaves_no_trainer_and_resumes_from_its_checkpoint(root: 
     _assert_resumed(_summary(root), killed_at.step)
     assert (run / "published.json").exists()
 
+    # killed after its last checkpoint, before publishing: the next materialization publishes it, training nothing
+    (run / "published.json").unlink()
+    shutil.rmtree((root / ADAPTER / "latest").resolve())
+    (root / ADAPTER / "latest").unlink()
+    last = _materialize(root, home)
+    output, _ = last.communicate(timeout=900)
+    assert last.returncode == 0, output[-3000:]
+    assert "the run finished at step 184 before it was published" in output and "training step" not in output
+    assert _summary(root)["global_step"] == 184
+
 
 def test_a_killed_trainer_is_retried_once_and_resumes_even_when_asked_to_start_fresh(root: Path):
     killed: list[Checkpoint] = []
 
     def kill_the_trainer() -> None:
         first = _wait_for_checkpoint(root)
-        pids = _pids_mentioning(str(first.path.parent))
-        os.killpg(os.getpgid(pids[0]), signal.SIGKILL)
+        for pid in _pids_mentioning(str(first.path.parent)):
+            try:  # the trainer's group: the runner, swift's CLI and the trainer it started
+                os.killpg(os.getpgid(pid), signal.SIGKILL)
+                break
+            except ProcessLookupError:  # that one had just exited; the next will do
+                continue
         _wait_until_gone(str(first.path.parent))
         newest, _ = resume_point(first.path.parent)
         killed.append(newest)

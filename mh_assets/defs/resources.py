@@ -76,6 +76,7 @@ class ProcessGroupPipesClient(dg.PipesSubprocessClient):
                 description=f"{command[-1]} ran past its limit of {max_runtime_s / 3600:.4g} h (the lane's "
                 "gpu.max_step_hours) and was stopped with its whole process group",
                 metadata={"command": " ".join(command), "max_runtime_s": max_runtime_s},
+                allow_retries=False,  # a retry would only double the limit
             )
         if returncode != 0:  # after the session closed: every message the child sent has been read
             errors = [m[ERROR_KEY] for m in session.get_custom_messages() if isinstance(m, dict) and ERROR_KEY in m]

@@ -11,7 +11,7 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
-from mh_assets.checkpoints import clean, mark_published, prepare, run_folder
+from mh_assets.checkpoints import clean, finished, mark_published, prepare, run_folder
 from mh_assets.defs.common import (
     child_metadata,
     doc,
@@ -32,12 +32,22 @@ from mh_assets.runners.train import SWANLAB_INFO
 from mh_assets.store import finalize, hash_tree, tree_size
 from mh_assets.swiftlog import parse_logging
 
-# swift imports this file in every training process (it starts the SwanLab run in any mode)
-SWANLAB_PLUGIN = str(Path(__file__).parents[1] / "swift_plugins" / "swanlab_run.py")
+# swift imports this file in every training process (workers die with torchrun; the SwanLab run in any mode)
+TRAINER_PLUGIN = str(Path(__file__).parents[1] / "swift_plugins" / "trainer_process.py")
+# recipe fields that change how a run is saved, logged or fed, not what it computes: a run resumes across them
+BOOKKEEPING = (
+    "save_steps",
+    "save_total_limit",
+    "logging_steps",
+    "dataloader_num_workers",
+    "include_num_input_tokens_seen",
+)
 RETRY_DELAY_S = 10  # lets a crashed run's processes release their GPU memory first
 
 # what a checkpoint holds besides the adapter: training state that differs run to run
 TRAINING_STATE = ("optimizer", "rng_state", "scheduler", "trainer_state", "training_args", "args.json")
+# what DeepSpeed adds to a checkpoint: its sharded optimizer state, only needed to resume (kept in the run folder)
+DEEPSPEED_STATE = ("global_step*", "latest", "zero_to_fp32.py")
 
 
 class LoraAdapterConfig(dg.Config):
@@ -116,11 +126,14 @@ def training_env_checks(lane: Lane) -> list[dg.AssetChecksDefinition]:
 
 def _publish_run(run: Path, checkpoint: str, into: Path) -> None:
     """Copy what the published adapter needs from the run folder: the final checkpoint (with a ``last-checkpoint``
-    link to it), swift's args and log, and its plots."""
-    shutil.copytree(run / checkpoint, into / checkpoint)
+    link to it; without DeepSpeed's optimizer shards), swift's args and log, and its plots. The args forget the
+    training plugin: ``swift export`` would load it again from wherever this checkout was."""
+    shutil.copytree(run / checkpoint, into / checkpoint, ignore=shutil.ignore_patterns(*DEEPSPEED_STATE))
     (into / "last-checkpoint").symlink_to(checkpoint)
-    for name in ("args.json", "logging.jsonl"):
-        shutil.copy2(run / name, into / name)
+    shutil.copy2(run / "logging.jsonl", into / "logging.jsonl")
+    for args in (into / "args.json", into / checkpoint / "args.json"):
+        saved = read_json(run / "args.json" if args.parent == into else args)
+        args.write_text(json.dumps({**saved, "external_plugins": []}, ensure_ascii=False, indent=2), encoding="utf-8")
     if (run / "images").is_dir():
         shutil.copytree(run / "images", into / "images")
 
@@ -157,7 +170,8 @@ def lora_adapter_asset(lane: Lane) -> dg.AssetsDefinition:
         if problems:
             raise dg.Failure(
                 description=f"{lane.key('training_env')} says this machine cannot train the {lane.name} recipe: "
-                + "; ".join(problems)
+                + "; ".join(problems),
+                allow_retries=False,
             )
         recipe = lane.sft.with_overrides(
             num_train_epochs=config.num_train_epochs,
@@ -166,11 +180,21 @@ def lora_adapter_asset(lane: Lane) -> dg.AssetsDefinition:
             save_steps=config.save_steps,
         )
         devices, launch = gpu.devices_for(lane), gpu.launch(lane)
+        if launch.nnodes > 1 and gpu.master_addr in ("127.0.0.1", "localhost"):
+            raise dg.Failure(
+                description=f"lane {lane.name} trains on {launch.nnodes} nodes: set MASTER_ADDR to node 0's address "
+                "(the other nodes must reach it), not loopback",
+                allow_retries=False,
+            )
         dataset_sha = read_json(snapshot / "manifest.json")["sha256"]
-        inputs = {"base": base_version.name, "dataset": dataset_sha, "recipe": dataclasses.asdict(recipe)}
+        result_settings = {k: v for k, v in dataclasses.asdict(recipe).items() if k not in BOOKKEEPING}
+        inputs = {"base": base_version.name, "dataset": dataset_sha, "recipe": result_settings}
         run_dir = run_folder(artifacts.store.folder(key), settings_digest({**inputs, "world": launch.world_size}))
         # a retry resumes what the first attempt began, even when that attempt was asked to start fresh
-        start = prepare(run_dir, fresh=config.fresh and context.retry_number == 0)
+        try:
+            start = prepare(run_dir, fresh=config.fresh and context.retry_number == 0)
+        except RuntimeError as exc:
+            raise dg.Failure(description=str(exc)) from exc
         resumed = start.resume_from.step if start.resume_from else None
         context.log.info(
             f"run folder {run_dir}: "
@@ -188,30 +212,37 @@ def lora_adapter_asset(lane: Lane) -> dg.AssetsDefinition:
             swanlab_exp_name=lane.swanlab.exp_name,
             swanlab_mode=swanlab_cfg["mode"] if swanlab_cfg else None,
             resume_from_checkpoint=str(start.resume_from.path) if start.resume_from else None,
-            external_plugins=(SWANLAB_PLUGIN,) if swanlab_cfg else (),
+            external_plugins=(TRAINER_PLUGIN,),
         )
         env = {**artifacts.child_env(devices), **swanlab.env(), **launch.env(node_rank=0)}
         if swanlab_cfg:
             env["MH_SWANLAB_RUN"] = json.dumps(swanlab_cfg | {"info_file": str(run_dir / SWANLAB_INFO)})
-        inv = pipes.run(
-            context=context,
-            command=runner("train"),
-            extras={"args": run.to_args(), "output_dir": str(run_dir)},
-            env=env,
-            max_runtime_s=gpu.max_runtime_s(lane),
-        )
-        metadata = child_metadata(inv)
-        checkpoint = Path(str(metadata.pop("last_model_checkpoint").value)).name
+        if start.resume_from and finished(start.resume_from):
+            # it died after its last checkpoint, before publishing: resuming would train nothing and name no checkpoint
+            context.log.info(f"the run finished at step {resumed} before it was published: publishing that")
+            figures = parse_logging(run_dir / "logging.jsonl").figures()
+            figures["last_model_checkpoint"] = str(start.resume_from.path)
+        else:
+            inv = pipes.run(
+                context=context,
+                command=runner("train"),
+                extras={"args": run.to_args(), "output_dir": str(run_dir)},
+                env=env,
+                max_runtime_s=gpu.max_runtime_s(lane),
+            )
+            figures = {k: v.value for k, v in child_metadata(inv).items()}
+        checkpoint = Path(str(figures.pop("last_model_checkpoint"))).name
         log = parse_logging(run_dir / "logging.jsonl")
-        fresh_run = dataclasses.replace(run, resume_from_checkpoint=None)
-        commands = [fresh_run.to_cli(devices, launch, rank) for rank in range(launch.nnodes)]
+        # what reproduces this run from scratch, and what each node runs for this attempt (with its resume point)
+        command = dataclasses.replace(run, resume_from_checkpoint=None).to_cli(devices, launch)
+        node_commands = [run.to_cli(devices, launch, rank) for rank in range(launch.nnodes)]
         with artifacts.staging(key) as tmp:
             _publish_run(run_dir, checkpoint, tmp)
             version = hash_tree(tmp / checkpoint, exclude=TRAINING_STATE)
-            summary = {k: v.value for k, v in metadata.items()} | {
+            summary = figures | {
                 "checkpoint": checkpoint,
-                "command": commands[0],
-                "node_commands": commands,
+                "command": command,
+                "node_commands": node_commands,
                 "run_folder": str(run_dir),
                 "resumed_from_step": resumed,
                 "global_step": log.steps,
@@ -222,17 +253,17 @@ def lora_adapter_asset(lane: Lane) -> dg.AssetsDefinition:
         mark_published(run_dir, final)
         for removed in clean(artifacts.store.folder(key), keep=config.keep_runs):
             context.log.info(f"removed the run folder of an adapter published earlier: {removed}")
-        if "swanlab_url" in metadata:
-            metadata["swanlab_url"] = dg.MetadataValue.url(str(metadata["swanlab_url"].value))
+        if "swanlab_url" in figures:
+            figures["swanlab_url"] = dg.MetadataValue.url(str(figures["swanlab_url"]))
         return dg.MaterializeResult(
             data_version=dg.DataVersion(version),
             metadata={
-                **metadata,
+                **figures,
                 "checkpoint": dg.MetadataValue.path(str(final / checkpoint)),
                 "resumed_from_step": resumed,
                 "global_step": log.steps,
                 "world_size": launch.world_size,
-                "swift_command": dg.MetadataValue.md("```\n" + "\n".join(commands) + "\n```"),
+                "swift_command": dg.MetadataValue.md(f"```\n{command}\n```"),
                 "dataset_sha256": dataset_sha,
             },
         )

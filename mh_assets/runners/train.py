@@ -2,7 +2,7 @@
 
 Extras: ``args`` (the ``swift sft`` flags) and ``output_dir`` (the run folder). The environment carries the launch
 (NPROC_PER_NODE and, across machines, NNODES, NODE_RANK, MASTER_ADDR, MASTER_PORT: swift then starts torchrun) and,
-when SwanLab reports, ``MH_SWANLAB_RUN`` for the ``swanlab_run`` plugin. Every line ms-swift appends to
+when SwanLab reports, ``MH_SWANLAB_RUN`` for the ``trainer_process`` plugin. Every line ms-swift appends to
 ``logging.jsonl`` becomes a log message in the step's event log while training runs.
 
 swift and torchrun start in this process's group; a SIGTERM here (from the step, or from the kernel when the step's
@@ -21,6 +21,7 @@ from collections import deque
 from pathlib import Path
 from typing import IO, Any
 
+from mh_assets.checkpoints import training_lock
 from mh_assets.swiftlog import Progress, parse_logging
 
 POLL_S = 1.0
@@ -99,7 +100,8 @@ def main() -> None:
         run = Path(pipes.get_extra("output_dir"))
         launch = {k: os.environ[k] for k in ("NPROC_PER_NODE", "NNODES", "NODE_RANK") if k in os.environ}
         pipes.log.info(f"swift sft in {run}" + (f" with torchrun {launch}" if launch else ", one process"))
-        train(list(pipes.get_extra("args")), run, pipes.log)
+        with training_lock(run):
+            train(list(pipes.get_extra("args")), run, pipes.log)
         log = parse_logging(run / "logging.jsonl")
         pipes.log.info(f"loss {log.first_loss} -> {log.last_loss} in {log.steps} steps")
         metadata = {**log.figures(), **swanlab_info(run)}
