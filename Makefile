@@ -6,7 +6,7 @@ TORCH_SPEC ?= torch==2.13.0
 export MH_ARTIFACTS_DIR ?= $(CURDIR)/artifacts
 export DAGSTER_HOME ?= $(CURDIR)/.dagster
 
-.PHONY: setup demo test lint lock ui scores-app serve swanlab
+.PHONY: setup system-deps demo test lint lock ui ui-postgres postgres-stop scores-app serve swanlab
 setup: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml
 
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -32,15 +32,32 @@ demo: setup
 	$(VENV)/bin/dagster job execute -m mh_assets -j tiny_lane
 	$(PY) -m mh_assets.where tiny
 
-test: setup
-	$(VENV)/bin/ruff check mh_assets mh_assets_tests bench
-	$(VENV)/bin/ruff format --check mh_assets mh_assets_tests bench
+# What the tests start besides Python: a PostgreSQL server (Debian's package), installed when missing.
+system-deps:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
+
+test: setup system-deps
+	$(VENV)/bin/ruff check mh_assets mh_assets_tests bench deploy
+	$(VENV)/bin/ruff format --check mh_assets mh_assets_tests bench deploy
 	$(VENV)/bin/pytest -q
 
 # The webserver and the daemon on loopback, the project found from pyproject.toml (DAGSTER_MODULE_NAME, which the
 # activated shell sets for the dagster CLI, would contradict the workspace dg dev hands its webserver).
 ui: setup
 	env -u DAGSTER_MODULE_NAME PATH="$(CURDIR)/$(VENV)/bin:$$PATH" VIRTUAL_ENV="$(CURDIR)/$(VENV)" $(VENV)/bin/dg dev -h 127.0.0.1 -p 3000
+
+# The same UI on PostgreSQL storage: a local server of Debian's package in .postgres/ (127.0.0.1:$(PG_PORT)), the
+# instance in .dagster-postgres/ from deploy/postgres/dagster.yaml. Stop the server: make postgres-stop.
+PG_PORT ?= 5433
+ui-postgres: setup system-deps
+	mkdir -p .dagster-postgres && ln -sf $(CURDIR)/deploy/postgres/dagster.yaml .dagster-postgres/dagster.yaml
+	eval "$$($(PY) deploy/postgres/local_server.py start --dir .postgres --port $(PG_PORT))" && \
+	  env -u DAGSTER_MODULE_NAME DAGSTER_HOME="$(CURDIR)/.dagster-postgres" PATH="$(CURDIR)/$(VENV)/bin:$$PATH" \
+	  VIRTUAL_ENV="$(CURDIR)/$(VENV)" $(VENV)/bin/dg dev -h 127.0.0.1 -p 3000
+
+postgres-stop:
+	$(PY) deploy/postgres/local_server.py stop --dir .postgres
 
 # EvalScope's dashboard over a lane's latest evaluation (LANE=tiny|7b|32b), on loopback only.
 LANE ?= tiny
