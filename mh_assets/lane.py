@@ -79,6 +79,9 @@ class GpuNeeds(_Spec):
     min_memory_gib: int = Field(default=0, description="Memory each of them needs.")
     default_devices: str = Field(default="", description="CUDA_VISIBLE_DEVICES unless the gpu resource says.")
     max_step_hours: float | None = Field(default=None, description="A step running longer is stopped and fails.")
+    pool: str | None = Field(
+        default=None, description="Concurrency pool of its heavy steps; default: gpu with GPUs, none on CPU."
+    )
 
     @field_validator("count", "min_memory_gib")
     @classmethod

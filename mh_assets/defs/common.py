@@ -37,8 +37,9 @@ def lane_asset(lane: Lane, key: str, description: str, **kwargs: Any) -> Any:
 
 
 def gpu_pool(lane: Lane) -> str | None:
-    """GPU lanes share the ``gpu`` concurrency pool (its limit in dagster.yaml), so they never share a card."""
-    return "gpu" if lane.gpu.required else None
+    """GPU lanes share the ``gpu`` concurrency pool (its limit in dagster.yaml), so they never share a card; a lane
+    file may name another pool (``gpu.pool``)."""
+    return lane.gpu.pool or ("gpu" if lane.gpu.required else None)
 
 
 def gpu_hint(lane: Lane) -> str:
