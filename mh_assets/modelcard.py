@@ -107,7 +107,7 @@ Chinese counselling conversations. Model version `{version}`.
 in full. Read them before use.
 
 ## Data
-Dataset snapshot `{snapshot["sha256"][:16]}` (sha256 `{snapshot["sha256"]}`) from `{snapshot["source"]}`:
+Dataset snapshot `{snapshot["id"]}` (`train.jsonl` sha256 `{snapshot["sha256"]}`) from `{snapshot["source"]}`:
 {snapshot["rows_kept"]} conversations kept of {snapshot["rows_in"]} ({snapshot["rows_quarantined"]} quarantined).
 
 ## Training recipe (ms-swift)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import html
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +26,11 @@ class ReportInputs:
     gates_passed: bool
     merge_command: str
     merged_path: str
+
+
+def svg_data_uri(svg: str) -> str:
+    """An image that renders wherever the text goes (the Dagster UI, a copied report): no relative link to break."""
+    return "data:image/svg+xml;base64," + base64.b64encode(svg.encode("utf-8")).decode("ascii")
 
 
 def loss_svg(losses: list[tuple[int, float]], width: int = 640, height: int = 240) -> str:
@@ -117,7 +123,8 @@ def experiment_report(inputs: ReportInputs) -> str:
 
 ## Overview
 LoRA SFT of `{lane.base_model}` (revision `{lane.revision}`, lane `{lane.name}`) on dataset snapshot
-`{snapshot["sha256"][:16]}`. Final training loss {training.get("last_loss")} after {training.get("steps")} steps.
+`{snapshot["id"]}` (its `train.jsonl` sha256, the data version: `{snapshot["sha256"]}`).
+Final training loss {training.get("last_loss")} after {training.get("steps")} steps.
 Publication gates: **{verdict}**.
 
 ## Environment
@@ -149,7 +156,7 @@ Equivalent commands:
 ```
 
 ## Training
-![training loss](loss.svg)
+![training loss]({svg_data_uri(loss_svg(inputs.losses))})
 
 Loss {training.get("first_loss")} → {training.get("last_loss")} over {training.get("steps")} steps in
 {training.get("train_runtime_s")} s ({training.get("train_samples_per_second")} samples/s).

@@ -128,3 +128,12 @@ def test_automation_conditions_fire_only_when_they_should():
         assert not wanted & {"benchmark_scores_7b", "benchmark_scores_32b", "hub_upload_tiny"}
         wanted, _ = requested(cursor, monday_0259 + datetime.timedelta(minutes=2))  # 03:01:30: no new tick
         assert not wanted & {"benchmark_scores_tiny", "dataset_source", "eval_suite"}
+
+
+def test_gpu_steps_say_what_they_need_in_their_description():
+    graph = defs.resolve_asset_graph()
+    for lane in ("7b", "32b"):
+        for stage in ("lora_adapter", "merged_model", "benchmark_scores"):
+            text = graph.get(dg.AssetKey(f"{stage}_{lane}")).description
+            assert "**Needs 1 GPU(s) with 80 GiB each**" in text and "pool `gpu`" in text, text
+    assert "Needs" not in graph.get(dg.AssetKey("lora_adapter_tiny")).description

@@ -1,6 +1,8 @@
 """The whole tiny lane for real: ms-swift training, merge and EvalScope on the locally built tiny model (CPU)."""
 
+import base64
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -371,11 +373,18 @@ def test_report_and_card_carry_the_runs_numbers(tiny_run):
     assert unparsed in report
     assert "| pceb_mcq | 30 | partial_credit | 0.000 [0.000, 0.000] |" in report and "no difference shown" in report
     assert "<polyline" in (report_dir / "loss.svg").read_text()
+    # the curve travels inside the text (the UI shows the report as markdown: a relative link would break there)
+    (uri,) = re.findall(r"!\[training loss\]\((data:image/svg\+xml;base64,[A-Za-z0-9+/=]+)\)", report)
+    assert "<polyline" in base64.b64decode(uri.split(",", 1)[1]).decode()
+    # one name for the snapshot: its version folder, as the report, the card and the artifacts call it
+    snapshot = _latest(root, "dataset_snapshot")
+    assert f"dataset snapshot\n`{snapshot.name}`" in report
     assert "<table>" in (report_dir / "report.html").read_text()
     card = (_latest(root, f"registry/{TINY.hub_repo_id}") / "README.md").read_text()
     for part in ("base_model: builtin:tiny-qwen2", "## Evaluation (fine-tuned vs base)", "## Safety",
                  "400-161-9995", "swift deploy", "AutoModelForCausalLM", summary["command"].split()[0]):  # fmt: skip
         assert part in card
+    assert f"Dataset snapshot `{snapshot.name}`" in card
 
 
 def test_model_card_example_runs_in_the_published_folder(tiny_run, monkeypatch):

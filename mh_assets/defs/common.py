@@ -32,7 +32,13 @@ def read_json(path: Path) -> Any:
 
 
 def lane_asset(lane: Lane, key: str, description: str, **kwargs: Any) -> Any:
-    """``dg.asset`` for one stage of a lane: its key, the lane's group and tag, and what it is in words."""
+    """``dg.asset`` for one stage of a lane: its key, the lane's group and tag, and what it is in words; a step of
+    a GPU lane that runs in its pool says what it needs up front (the pool alone hides in a collapsed panel)."""
+    if kwargs.get("pool") and lane.gpu.required:
+        description += (
+            f"\n\n**Needs {lane.gpu.count} GPU(s) with {lane.gpu.min_memory_gib} GiB each** (per node, "
+            f"{lane.gpu.nodes} node(s); pool `{kwargs['pool']}`: one such step at a time)."
+        )
     return dg.asset(name=key, description=description, group_name=lane.group, tags={"lane": lane.name}, **kwargs)
 
 

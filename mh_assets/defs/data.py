@@ -128,13 +128,15 @@ def snapshot_metadata(folder: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     return metadata
 
 
-def _manifest(artifacts: ArtifactStore) -> dict[str, Any]:
-    return read_json(artifacts.upstream(SNAPSHOT) / "manifest.json")
+def snapshot_manifest(artifacts: ArtifactStore) -> dict[str, Any]:
+    """The latest snapshot's manifest, with ``id``: the name of its version folder, which reports call it by."""
+    folder = artifacts.upstream(SNAPSHOT)
+    return {**read_json(folder / "manifest.json"), "id": folder.name}
 
 
 @dg.asset_check(asset=SNAPSHOT, blocking=True, description="The snapshot holds at least one conversation.")
 def snapshot_not_empty(artifacts: ArtifactStore) -> dg.AssetCheckResult:
-    manifest = _manifest(artifacts)
+    manifest = snapshot_manifest(artifacts)
     kept = manifest["rows_kept"]
     return dg.AssetCheckResult(
         passed=kept > 0,
@@ -149,7 +151,7 @@ def snapshot_not_empty(artifacts: ArtifactStore) -> dg.AssetCheckResult:
     asset=SNAPSHOT, blocking=True, description="The share of refused rows stays under the configured limit."
 )
 def quarantine_share_ok(artifacts: ArtifactStore) -> dg.AssetCheckResult:
-    manifest = _manifest(artifacts)
+    manifest = snapshot_manifest(artifacts)
     share, limit = manifest["quarantine_share"], manifest.get("limits", {}).get("max_quarantine_share", 0.05)
     top = ", ".join(f"{reason} {n}" for reason, n in list(manifest["quarantine_reasons"].items())[:3])
     return dg.AssetCheckResult(
@@ -162,7 +164,7 @@ def quarantine_share_ok(artifacts: ArtifactStore) -> dg.AssetCheckResult:
 
 @dg.asset_check(asset=SNAPSHOT, description="No phone numbers, ID card numbers or e-mail addresses in kept rows.")
 def no_personal_data(artifacts: ArtifactStore) -> dg.AssetCheckResult:
-    found = _manifest(artifacts)["pii"]
+    found = snapshot_manifest(artifacts)["pii"]
     where = "; ".join(f"{kind} x{v['count']} at {', '.join(v['lines'][:10])}" for kind, v in found.items())
     return dg.AssetCheckResult(
         passed=not found,
@@ -176,7 +178,7 @@ def no_personal_data(artifacts: ArtifactStore) -> dg.AssetCheckResult:
     asset=SNAPSHOT, description=f"At most {LONG_SHARE_WARN:.0%} of conversations exceed a lane's max_length."
 )
 def conversations_fit_max_length(artifacts: ArtifactStore) -> dg.AssetCheckResult:
-    stats = _manifest(artifacts)["token_lengths"]
+    stats = snapshot_manifest(artifacts)["token_lengths"]
     long = {lane: s for lane, s in stats.items() if s["share_over_max_length"] > LONG_SHARE_WARN}
     return dg.AssetCheckResult(
         passed=not long,
@@ -198,7 +200,12 @@ def conversations_fit_max_length(artifacts: ArtifactStore) -> dg.AssetCheckResul
     f"above {decontam.WARN_SHARE:.0%} of the suite, blocking above {decontam.BLOCK_SHARE:.0%}.",
 )
 def no_eval_overlap(artifacts: ArtifactStore) -> dg.AssetCheckResult:
-    overlap = _manifest(artifacts).get("eval_overlap") or {"share": 0.0, "overlapping": 0, "items": 0, "found": []}
+    overlap = snapshot_manifest(artifacts).get("eval_overlap") or {
+        "share": 0.0,
+        "overlapping": 0,
+        "items": 0,
+        "found": [],
+    }
     share, found = overlap["share"], overlap["found"]
     listed = "; ".join(f"{f['benchmark']}/{f['id']} ({f['run']})" for f in found[:10])
     return dg.AssetCheckResult(

@@ -12,7 +12,7 @@ from pydantic import Field
 
 from mh_assets.benchmarks import gates_for, review_verdict, scores_version
 from mh_assets.defs.common import doc, lane_asset, read_json
-from mh_assets.defs.data import SNAPSHOT
+from mh_assets.defs.data import SNAPSHOT, snapshot_manifest
 from mh_assets.defs.evaluation import gate_results, latest_review, read_base_scores, read_scores
 from mh_assets.defs.resources import ArtifactStore, HubResource
 from mh_assets.hub import PROVENANCE, UploadError, upload_huggingface, upload_local, upload_modelscope
@@ -157,7 +157,7 @@ def hub_upload_asset(lane: Lane) -> dg.AssetsDefinition:
                     "scores_version printed on the packet, reviewer, decision (approve or reject) and notes."
                 )
         version, repo_id = merged.name, config.repo_id or lane.hub_repo_id
-        snapshot = read_json(artifacts.upstream(SNAPSHOT) / "manifest.json")
+        snapshot = snapshot_manifest(artifacts)
         training = read_json(artifacts.upstream(lane.key("lora_adapter")) / "summary.json")
         card = model_card(lane, version, scores, gated.base, training, snapshot)
         provenance = {
@@ -226,7 +226,7 @@ def experiment_report_asset(lane: Lane) -> dg.AssetsDefinition:
         summary: dict[str, Any] = read_json(adapter / "summary.json")
         inputs = ReportInputs(
             lane=lane,
-            snapshot=read_json(artifacts.upstream(SNAPSHOT) / "manifest.json"),
+            snapshot=snapshot_manifest(artifacts),
             training=summary,
             losses=parse_logging(adapter / "logging.jsonl").losses,
             facts=read_json(artifacts.upstream(lane.key("training_env")) / "facts.json"),
