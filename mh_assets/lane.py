@@ -73,6 +73,15 @@ class RecipeSpec(_RecipeOverrides):  # type: ignore[misc,valid-type]
         )
 
 
+class K8sPlacement(_Spec):
+    """Where a GPU step's pod runs on Kubernetes (one pod per step under dagster-k8s's k8s_job_executor)."""
+
+    memory: str = Field(default="64Gi", description="Host memory of the step's pod (a Kubernetes quantity).")
+    cpu: str | None = Field(default="8", description="CPUs of the step's pod.")
+    node_selector: dict[str, str] = Field(default={}, description="Labels of the GPU nodes it may run on.")
+    tolerations: list[dict[str, str | int]] = Field(default=[], description="Taints of those nodes it tolerates.")
+
+
 class GpuNeeds(_Spec):
     count: int = Field(default=0, description="GPUs one run needs on each node (NPROC_PER_NODE); 0: CPU only.")
     nodes: int = Field(default=1, description="Machines training runs on (NNODES); Dagster's step runs on node 0.")
@@ -82,6 +91,7 @@ class GpuNeeds(_Spec):
     pool: str | None = Field(
         default=None, description="Concurrency pool of its heavy steps; default: gpu with GPUs, none on CPU."
     )
+    k8s: K8sPlacement = K8sPlacement()
 
     @field_validator("count", "min_memory_gib")
     @classmethod

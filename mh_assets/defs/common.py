@@ -10,6 +10,7 @@ from typing import Any
 
 import dagster as dg
 
+from mh_assets.k8s import K8S_TAG, step_k8s_config
 from mh_assets.lane import Lane
 
 
@@ -35,6 +36,13 @@ def lane_asset(lane: Lane, key: str, description: str, **kwargs: Any) -> Any:
     """``dg.asset`` for one stage of a lane: its key, the lane's group and tag, and what it is in words; a step of
     a GPU lane that runs in its pool says what it needs up front (the pool alone hides in a collapsed panel)."""
     if kwargs.get("pool") and lane.gpu.required:
+        placement = lane.gpu.k8s
+        # its pod on Kubernetes, when steps run in pods of their own (MH_STEP_PODS=1): the GPUs, memory and nodes
+        kwargs["op_tags"] = {
+            K8S_TAG: step_k8s_config(
+                lane.gpu.count, placement.memory, placement.cpu, placement.node_selector, placement.tolerations
+            )
+        }
         description += (
             f"\n\n**Needs {lane.gpu.count} GPU(s) with {lane.gpu.min_memory_gib} GiB each** (per node, "
             f"{lane.gpu.nodes} node(s); pool `{kwargs['pool']}`: one such step at a time)."
