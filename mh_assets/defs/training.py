@@ -190,9 +190,11 @@ def lora_adapter_asset(lane: Lane) -> dg.AssetsDefinition:
         result_settings = {k: v for k, v in dataclasses.asdict(recipe).items() if k not in BOOKKEEPING}
         inputs = {"base": base_version.name, "dataset": dataset_sha, "recipe": result_settings}
         run_dir = run_folder(artifacts.store.folder(key), settings_digest({**inputs, "world": launch.world_size}))
-        # a retry resumes what the first attempt began, even when that attempt was asked to start fresh
+        # a retry, or a re-execution of a failed run from the UI, resumes what the first attempt began, even when
+        # that attempt was asked to start fresh
+        first_attempt = context.retry_number == 0 and context.run.parent_run_id is None
         try:
-            start = prepare(run_dir, fresh=config.fresh and context.retry_number == 0)
+            start = prepare(run_dir, fresh=config.fresh and first_attempt)
         except RuntimeError as exc:
             raise dg.Failure(description=str(exc)) from exc
         resumed = start.resume_from.step if start.resume_from else None
