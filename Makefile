@@ -32,10 +32,13 @@ demo: setup
 	$(VENV)/bin/dagster job execute -m mh_assets -j tiny_lane
 	$(PY) -m mh_assets.where tiny
 
-# What the tests start besides Python: a PostgreSQL server (Debian's package), installed when missing.
+# What the tests start besides Python, from Debian when missing: a PostgreSQL server, and Chromium for the browser
+# test (Playwright drives it; it downloads no browser of its own).
 system-deps:
-	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || \
-	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
+	@missing=""; \
+	  { ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null; } || missing="postgresql"; \
+	  command -v chromium >/dev/null || missing="$$missing chromium"; \
+	  [ -z "$$missing" ] || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; }
 
 test: setup system-deps
 	$(VENV)/bin/ruff check mh_assets mh_assets_tests bench deploy

@@ -5,6 +5,8 @@ import json
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from mh_assets.lane import STAGES, load_lanes
@@ -21,7 +23,7 @@ AUTOMATION = (
 )
 
 
-def _graphql(port: int, query: str = QUERY) -> dict:
+def graphql(port: int, query: str = QUERY) -> dict:
     request = urllib.request.Request(
         f"http://127.0.0.1:{port}/graphql", data=json.dumps({"query": query}).encode(),
         headers={"Content-Type": "application/json"},
@@ -31,33 +33,41 @@ def _graphql(port: int, query: str = QUERY) -> dict:
         return json.loads(response.read())["data"]
 
 
-def test_dg_dev_in_the_activated_shell_serves_the_whole_graph(tmp_path: Path):
+@contextmanager
+def serve_ui(tmp_path: Path) -> Iterator[int]:
+    """Exactly what `make ui` runs (the activate script of `make setup` sets DAGSTER_MODULE_NAME), with a fresh Dagster
+    home and artifacts; yields the port once the UI answers; stops the whole process group afterwards."""
     port = free_port()
     env = cli_env(tmp_path / "artifacts", fresh_dagster_home(tmp_path / "home"))
-    # exactly what `make ui` runs (the activate script of `make setup` sets DAGSTER_MODULE_NAME), with this
-    # test's own Dagster home and artifacts
     shell = (
         f'. "{ACTIVATE}" && export DAGSTER_HOME="{env["DAGSTER_HOME"]}" MH_ARTIFACTS_DIR="{env["MH_ARTIFACTS_DIR"]}" '
         f"&& dg dev -h 127.0.0.1 -p {port}"
     )
     server = start_group(["bash", "-c", shell], env, cwd=str(REPO))
     try:
-        deadline, data = time.monotonic() + 180, None
-        while time.monotonic() < deadline and data is None:
+        deadline = time.monotonic() + 180
+        while True:
             assert server.poll() is None, "dagster dev exited"
             try:
-                data = _graphql(port)
+                graphql(port)
+                break
             except OSError:
+                assert time.monotonic() < deadline, "the UI did not answer within 180 s"
                 time.sleep(1)
-        assert data is not None, "the UI did not answer within 180 s"
-        ticked = None  # the daemon evaluates the automation sensor by itself: nobody switched it on
-        while time.monotonic() < deadline + 60 and not ticked:
-            automation = _graphql(port, AUTOMATION)
+        yield port
+    finally:
+        stop_group(server)
+
+
+def test_dg_dev_in_the_activated_shell_serves_the_whole_graph(tmp_path: Path):
+    with serve_ui(tmp_path) as port:
+        data = graphql(port)
+        deadline, ticked = time.monotonic() + 240, None
+        while time.monotonic() < deadline and not ticked:  # the daemon evaluates the automation sensor by itself
+            automation = graphql(port, AUTOMATION)
             sensors = automation["sensorsOrError"]["results"]
             ticked = [s["name"] for s in sensors if s["sensorState"]["ticks"]]
             time.sleep(0 if ticked else 2)
-    finally:
-        stop_group(server)
     keys = {"_".join(node["assetKey"]["path"]) for node in data["assetNodes"]}
     assert {"dataset_snapshot", "merged_model_7b", "hub_upload_32b"} <= keys
     assert {k for k in keys if k.endswith("_tiny")} == {f"{stage}_tiny" for stage in STAGES}
