@@ -118,6 +118,10 @@ class GpuNeeds(_Spec):
     def required(self) -> bool:
         return self.count > 0
 
+    @property
+    def max_step_s(self) -> float | None:
+        return self.max_step_hours * 3600 if self.max_step_hours else None
+
     def launch(self, master_addr: str = "127.0.0.1", master_port: int = 29500) -> Launch:
         """How ``swift sft`` starts: torchrun with one process per GPU on every node; one process on CPU."""
         return Launch(max(self.count, 1), self.nodes, master_addr, master_port)

@@ -5,14 +5,12 @@ answering at once. And the defaults: vLLM on GPU lanes, 32 in flight against a s
 import json
 from pathlib import Path
 
-import dagster as dg
 import pytest
 
-from mh_assets import defs
 from mh_assets.defs.evaluation import EvalConfig, _target
-from mh_assets.defs.resources import EvalResource
 from mh_assets.lane import load_lanes
 from mh_assets_tests.openai_stub import Gauge, openai_stub
+from mh_assets_tests.test_scoring_against_stub_server import score_tiny
 
 LATENCY_S = 0.3  # long enough that every worker's request overlaps the others'
 LIMITS = {"pceb_mcq": 24, "psyqa": 2, "safety": 2, "counselling_dialogues": 1}
@@ -22,16 +20,8 @@ LIMITS = {"pceb_mcq": 24, "psyqa": 2, "safety": 2, "counselling_dialogues": 1}
 def test_the_scores_asset_keeps_exactly_the_configured_requests_in_flight(concurrency: int, artifacts: Path):
     gauge = Gauge()
     with openai_stub(lambda _: "答案：A", latency_s=LATENCY_S, gauge=gauge) as (url, received):
-        resources = {**defs.resources, "evaluation": EvalResource()}  # no judge
-        merged = dg.Definitions(assets=defs.assets, asset_checks=defs.asset_checks, resources=resources)
         config = {"endpoint": url, "model_name": "stub-model", "limits": LIMITS, "concurrency": concurrency}
-        with dg.instance_for_test() as instance:
-            result = merged.resolve_implicit_global_asset_job_def().execute_in_process(
-                asset_selection=[dg.AssetKey("benchmark_scores_tiny")],
-                run_config={"ops": {"benchmark_scores_tiny": {"config": config}}},
-                instance=instance,
-                raise_on_error=False,
-            )
+        result = score_tiny(config)  # no judge
     # the gates then fail (there are no base scores here): the materialization is what counts
     assert result.asset_materializations_for_node("benchmark_scores_tiny"), [
         e.message for e in result.all_events if e.is_failure
@@ -43,14 +33,7 @@ def test_the_scores_asset_keeps_exactly_the_configured_requests_in_flight(concur
 
 
 def test_a_concurrency_below_one_fails_the_step(artifacts: Path):
-    config = {"endpoint": "http://127.0.0.1:9/v1", "model_name": "m", "concurrency": 0}
-    with dg.instance_for_test() as instance:
-        result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
-            asset_selection=[dg.AssetKey("benchmark_scores_tiny")],
-            run_config={"ops": {"benchmark_scores_tiny": {"config": config}}},
-            instance=instance,
-            raise_on_error=False,
-        )
+    result = score_tiny({"endpoint": "http://127.0.0.1:9/v1", "model_name": "m", "concurrency": 0})
     failure = next(e for e in result.all_events if e.is_step_failure).step_failure_data.error
     assert "greater than or equal to 1" in str(failure.cause or failure.message)
 

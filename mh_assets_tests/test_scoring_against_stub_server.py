@@ -101,6 +101,19 @@ def script(messages: list[dict]) -> str:
     raise AssertionError(f"unscripted prompt: {text[:80]}")
 
 
+def score_tiny(config: dict, evaluation: EvalResource | None = None) -> dg.ExecuteInProcessResult:
+    """``benchmark_scores_tiny`` with this run config, evaluation calling on ``evaluation`` (default: no judge)."""
+    resources = {**defs.resources, "evaluation": evaluation or EvalResource()}
+    merged = dg.Definitions(assets=defs.assets, asset_checks=defs.asset_checks, resources=resources)
+    with dg.instance_for_test() as instance:
+        return merged.resolve_implicit_global_asset_job_def().execute_in_process(
+            asset_selection=[dg.AssetKey("benchmark_scores_tiny")],
+            run_config={"ops": {"benchmark_scores_tiny": {"config": config}}},
+            instance=instance,
+            raise_on_error=False,
+        )
+
+
 @pytest.fixture(scope="module")
 def scored(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, dict, list]:
     tmp_path = tmp_path_factory.mktemp("stub")
@@ -108,17 +121,8 @@ def scored(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, dict, list]:
     suite = _write_suite(tmp_path / "suite")
     with pytest.MonkeyPatch.context() as env, openai_stub(script) as (url, received):
         env.setenv("MH_ARTIFACTS_DIR", str(artifacts))
-        resources = {**defs.resources, "evaluation": EvalResource(judge_url=url, judge_model="stub-model")}
-        merged = dg.Definitions(assets=defs.assets, asset_checks=defs.asset_checks, resources=resources)
-        job = merged.resolve_implicit_global_asset_job_def()
         config = {"mode": "endpoint", "endpoint": url, "model_name": "stub-model", "suite": suite}
-        with dg.instance_for_test() as instance:
-            result = job.execute_in_process(
-                asset_selection=[dg.AssetKey("benchmark_scores_tiny")],
-                run_config={"ops": {"benchmark_scores_tiny": {"config": config}}},
-                instance=instance,
-                raise_on_error=False,
-            )
+        result = score_tiny(config, EvalResource(judge_url=url, judge_model="stub-model"))
         mats = result.asset_materializations_for_node("benchmark_scores_tiny")
         assert mats, [e.message for e in result.all_events if e.is_failure]
         scores = json.loads((artifacts / "benchmark_scores_tiny" / "latest" / "scores.json").read_text())
@@ -297,16 +301,8 @@ def test_a_safety_judge_that_is_down_fails_the_step_naming_its_url(tmp_path: Pat
     down = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
     suite = _write_suite(tmp_path / "suite")
     with openai_stub(script) as (url, _):
-        resources = {**defs.resources, "evaluation": EvalResource(safety_judge_url=down, safety_judge_models="j")}
-        merged = dg.Definitions(assets=defs.assets, asset_checks=defs.asset_checks, resources=resources)
         config = {"mode": "endpoint", "endpoint": url, "model_name": "stub-model", "suite": suite}
-        with dg.instance_for_test() as instance:
-            result = merged.resolve_implicit_global_asset_job_def().execute_in_process(
-                asset_selection=[dg.AssetKey("benchmark_scores_tiny")],
-                run_config={"ops": {"benchmark_scores_tiny": {"config": config}}},
-                instance=instance,
-                raise_on_error=False,
-            )
+        result = score_tiny(config, EvalResource(safety_judge_url=down, safety_judge_models="j"))
     assert not result.success and not result.asset_materializations_for_node("benchmark_scores_tiny")
     failure = next(e for e in result.all_events if e.is_step_failure).step_failure_data.error.message
     assert f"JudgeError: judge j at {down}/chat/completions failed after 4 attempt(s): URLError" in failure

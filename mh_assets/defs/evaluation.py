@@ -153,7 +153,7 @@ def _evaluate(
                 "mirrors": evaluation.mirrors(),
             },
             env={**artifacts.child_env(gpu.devices_for(lane)), **evaluation.secrets_env()},
-            max_runtime_s=gpu.max_runtime_s(lane),
+            max_runtime_s=lane.gpu.max_step_s,
         )
         scores = read_json(tmp / "scores.json")
         final = finalize(tmp, f"{context.run.run_id[:8]}-{scores_version(scores)}")

@@ -134,10 +134,6 @@ class GpuResource(dg.ConfigurableResource):
     def launch(self, lane: Lane) -> Launch:
         return lane.gpu.launch(self.master_addr, self.master_port)
 
-    @staticmethod
-    def max_runtime_s(lane: Lane) -> float | None:
-        return lane.gpu.max_step_hours * 3600 if lane.gpu.max_step_hours else None
-
 
 class SwanLabResource(dg.ConfigurableResource):
     """SwanLab reporting. ``mode`` None means the lane's default (cloud for GPU lanes, local for tiny)."""

@@ -130,9 +130,10 @@ def _publish_run(run: Path, checkpoint: str, into: Path) -> None:
     training plugin: ``swift export`` would load it again from wherever this checkout was."""
     shutil.copytree(run / checkpoint, into / checkpoint, ignore=shutil.ignore_patterns(*DEEPSPEED_STATE))
     (into / "last-checkpoint").symlink_to(checkpoint)
-    shutil.copy2(run / "logging.jsonl", into / "logging.jsonl")
+    for name in ("logging.jsonl", "args.json"):
+        shutil.copy2(run / name, into / name)
     for args in (into / "args.json", into / checkpoint / "args.json"):
-        saved = read_json(run / "args.json" if args.parent == into else args)
+        saved = read_json(args)
         args.write_text(json.dumps({**saved, "external_plugins": []}, ensure_ascii=False, indent=2), encoding="utf-8")
     if (run / "images").is_dir():
         shutil.copytree(run / "images", into / "images")
@@ -222,15 +223,17 @@ def lora_adapter_asset(lane: Lane) -> dg.AssetsDefinition:
         if start.resume_from and finished(start.resume_from):
             # it died after its last checkpoint, before publishing: resuming would train nothing and name no checkpoint
             context.log.info(f"the run finished at step {resumed} before it was published: publishing that")
-            figures = parse_logging(run_dir / "logging.jsonl").figures()
-            figures["last_model_checkpoint"] = str(start.resume_from.path)
+            figures = {
+                **parse_logging(run_dir / "logging.jsonl").figures(),
+                "last_model_checkpoint": str(start.resume_from.path),
+            }
         else:
             inv = pipes.run(
                 context=context,
                 command=runner("train"),
                 extras={"args": run.to_args(), "output_dir": str(run_dir)},
                 env=env,
-                max_runtime_s=gpu.max_runtime_s(lane),
+                max_runtime_s=lane.gpu.max_step_s,
             )
             figures = {k: v.value for k, v in child_metadata(inv).items()}
         checkpoint = Path(str(figures.pop("last_model_checkpoint"))).name
@@ -311,7 +314,7 @@ def merged_model_asset(lane: Lane) -> dg.AssetsDefinition:
                     "torch_dtype": lane.evaluation.torch_dtype,
                 },
                 env=artifacts.child_env(gpu.devices_for(lane)),
-                max_runtime_s=gpu.max_runtime_s(lane),
+                max_runtime_s=lane.gpu.max_step_s,
             )
             version = hash_tree(tmp, exclude=("args.json",))
             final = finalize(tmp, version[:16])
