@@ -30,7 +30,7 @@ from typing import Any
 from mh_assets.benchmarks import SUITE, load_benchmark, mcq_scores, read_reviews, to_exam_qa
 from mh_assets.procs import free_port, start_group, stop_group
 from mh_assets.runners.evaluate import generate, model_kwargs, write_jsonl
-from mh_assets.store import Store, default_root
+from mh_assets.store import default_store
 from mh_assets_tests.openai_stub import Gauge, openai_stub
 
 EXAM = load_benchmark("pceb_mcq", SUITE["pceb_mcq"])
@@ -153,7 +153,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="server runs; the median of each figure is kept")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
-    if Store(default_root()).latest("merged_model_tiny") is None:
+    if default_store().latest("merged_model_tiny") is None:
         raise SystemExit("the tiny lane has no merged model: run `make demo` first")
     results = {
         "date": time.strftime("%Y-%m-%d"),

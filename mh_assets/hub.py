@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from mh_assets.store import Store, finalize, tree_size
+from mh_assets.store import Store, tree_size
 
 PROVENANCE = "mh_assets.json"
 NOT_RETRYABLE = {400, 401, 403, 404, 409, 422}
@@ -80,12 +80,12 @@ def upload_local(store: Store, folder: Path, repo_id: str, version: str, registr
             existing = final
         else:
             shutil.copytree(folder, tmp, dirs_exist_ok=True, copy_function=os.link)  # same disk: no copy of weights
-            final = finalize(tmp, version)
+            final = store.finalize(tmp, version)
     files, size = tree_size(final)
     return Uploaded(
         target="local",
         repo_id=repo_id,
-        url=final.as_uri(),
+        url=store.location(name, version) if store.remote else final.as_uri(),
         revision=version,
         files=files,
         bytes=size,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from mh_assets.lane import load_lanes
 from mh_assets.procs import child_env, inherited_env
-from mh_assets.store import MissingUpstream, Store, default_root
+from mh_assets.store import MissingUpstream, default_store
 
 
 def deploy_command(
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     lanes = load_lanes()
     if args.lane not in lanes:
         sys.exit(f"unknown lane {args.lane!r} (known: {', '.join(sorted(lanes))})")
-    lane, store = lanes[args.lane], Store(default_root())
+    lane, store = lanes[args.lane], default_store()
     try:
         model_dir = store.require(lane.key("merged_model"))
     except MissingUpstream as exc:

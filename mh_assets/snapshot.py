@@ -17,7 +17,7 @@ from typing import Any
 from mh_assets.decontam import OverlapFinder, overlap_summary
 from mh_assets.lane import Lane
 from mh_assets.lengths import LaneLengths, LengthCounter, summarize
-from mh_assets.models import model_dir
+from mh_assets.models import POINTER, model_dir
 from mh_assets.pii import KINDS, find_pii
 from mh_assets.sharegpt import Kept, read_records, source_files, validate
 from mh_assets.store import Store
@@ -43,9 +43,10 @@ def plan_lengths(lanes: Iterable[Lane], store: Store) -> LengthPlan:
 
     plan = LengthPlan()
     lanes = list(lanes)
-    tiny_folder = next((store.latest(x.key("base_model")) for x in lanes if x.is_builtin), None)
+    tokenizer_files = ("tokenizer.json", POINTER)  # a remote store fetches these, not the weights
+    tiny_folder = next((store.latest(x.key("base_model"), tokenizer_files) for x in lanes if x.is_builtin), None)
     for lane in lanes:
-        folder = None if lane.is_builtin else store.latest(lane.key("base_model"))
+        folder = None if lane.is_builtin else store.latest(lane.key("base_model"), tokenizer_files)
         tokenizer_file = model_dir(folder) / "tokenizer.json" if folder else None
         if tokenizer_file and tokenizer_file.is_file():
             key, description = str(tokenizer_file), f"{lane.base_model} tokenizer"

@@ -16,7 +16,7 @@ from pathlib import Path
 from mh_assets.models import hub_endpoint, reachable
 from mh_assets.sharegpt import source_files
 from mh_assets.snapshot import SAMPLE_DATASET
-from mh_assets.store import default_root
+from mh_assets.store import default_store
 
 DEFAULT_MODELSCOPE_DATASET = "CodyWhy/mh-sharegpt-20250820"
 HUB_PREFIXES = {"modelscope": "modelscope", "ms": "modelscope", "hf": "huggingface", "huggingface": "huggingface"}
@@ -94,8 +94,8 @@ def _download(source: Source, offline: bool, root: Path) -> Path:
 
 def resolve(source: Source, root: Path | None = None) -> tuple[Path, str | None, list[str]]:
     """``(local folder or file, revision, notes)``; hub datasets are downloaded into the cache under ``root`` (the
-    artifact store's; default ``default_root()``), or taken from it offline."""
-    root = root or default_root()
+    artifact store's local root; default ``default_store().root``), or taken from it offline."""
+    root = root or default_store().root
     if source.kind in ("sample", "path"):
         path = Path(source.location)
         if not path.exists():

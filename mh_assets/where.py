@@ -5,12 +5,12 @@ from __future__ import annotations
 import sys
 
 from mh_assets.lane import load_lanes
-from mh_assets.store import Store, default_root
+from mh_assets.store import default_store
 
 
 def main(name: str) -> None:
-    lane, store = load_lanes()[name], Store(default_root())
-    print(f"\nArtifacts of the {name} lane (under {store.root}):")
+    lane, store = load_lanes()[name], default_store()
+    print(f"\nArtifacts of the {name} lane (under {store.location('').rstrip('/')}):")
     for label, key in [
         ("dataset snapshot", "dataset_snapshot"),
         ("LoRA adapter", lane.key("lora_adapter")),
@@ -19,7 +19,8 @@ def main(name: str) -> None:
         ("registry copy", f"registry/{lane.hub_repo_id}"),
         ("report", lane.key("experiment_report")),
     ]:
-        print(f"  {label:<17} {store.latest(key) or 'not materialized'}")
+        version = store.latest_version(key)
+        print(f"  {label:<17} {store.location(key, version) if version else 'not materialized'}")
     print("\nOpen the UI on them:  make ui   (then http://127.0.0.1:3000)")
 
 

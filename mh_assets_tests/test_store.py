@@ -2,7 +2,7 @@
 
 import pytest
 
-from mh_assets.store import MissingUpstream, Store, finalize, hash_tree
+from mh_assets.store import MissingUpstream, Store, hash_tree
 
 
 def test_failed_build_leaves_nothing(artifacts):
@@ -18,14 +18,14 @@ def test_finalize_points_latest_and_keeps_versions(artifacts):
     store = Store(artifacts)
     with store.staging("x") as tmp:
         (tmp / "a.txt").write_text("1")
-        first = finalize(tmp, "v1")
+        first = store.finalize(tmp, "v1")
     with store.staging("x") as tmp:
         (tmp / "a.txt").write_text("2")
-        second = finalize(tmp, "v2")
+        second = store.finalize(tmp, "v2")
     assert store.latest("x") == second and (first / "a.txt").read_text() == "1"
     with store.staging("x") as tmp:
         (tmp / "a.txt").write_text("other")
-        again = finalize(tmp, "v1")  # an existing version is never overwritten
+        again = store.finalize(tmp, "v1")  # an existing version is never overwritten
     assert (again / "a.txt").read_text() == "1" and store.latest("x") == first
 
 

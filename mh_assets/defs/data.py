@@ -24,7 +24,7 @@ from mh_assets.models import (
 )
 from mh_assets.snapshot import build_snapshot, plan_lengths
 from mh_assets.sources import SourceError, content_hash, parse_source, resolve
-from mh_assets.store import finalize, hash_tree
+from mh_assets.store import hash_tree
 
 SNAPSHOT = "dataset_snapshot"
 SOURCE = "dataset_source"
@@ -96,7 +96,7 @@ def dataset_snapshot(
             raise dg.Failure(description=str(exc)) from exc
         # Named by everything in it (the same rows can be kept from sources that refuse different ones); the data
         # version is train.jsonl's hash alone, so downstream stays fresh when what trains is unchanged.
-        final = finalize(tmp, hash_tree(tmp)[:16])
+        final = artifacts.finalize(tmp, hash_tree(tmp)[:16])
     context.log.info(f"snapshot {final}: kept {manifest['rows_kept']} of {manifest['rows_in']} records")
     return dg.MaterializeResult(
         data_version=dg.DataVersion(manifest["sha256"]), metadata=snapshot_metadata(final, manifest)
@@ -276,7 +276,7 @@ def base_model_asset(lane: Lane) -> dg.AssetsDefinition:
                 )  # fmt: skip
                 version, cached = cached_content_hash(tmp, artifacts.store.root / MODEL_HASHES)
                 source = f"{config.hub}:{lane.base_model}@{lane.revision}"
-            final = finalize(tmp, version[:16])
+            final = artifacts.finalize(tmp, version[:16])
         return dg.MaterializeResult(
             data_version=dg.DataVersion(version),
             metadata={

@@ -30,7 +30,6 @@ from mh_assets.defs.resources import ArtifactStore, EvalResource, GpuResource, P
 from mh_assets.lane import Lane
 from mh_assets.modelcard import safety_summary
 from mh_assets.models import model_dir as resolve_model_dir
-from mh_assets.store import finalize
 from mh_assets.yamlio import YamlError
 
 EVAL_SUITE = "eval_suite"
@@ -156,7 +155,7 @@ def _evaluate(
             max_runtime_s=lane.gpu.max_step_s,
         )
         scores = read_json(tmp / "scores.json")
-        final = finalize(tmp, f"{context.run.run_id[:8]}-{scores_version(scores)}")
+        final = artifacts.finalize(tmp, f"{context.run.run_id[:8]}-{scores_version(scores)}")
     metadata: dict[str, Any] = {
         **child_metadata(inv),
         "path": dg.MetadataValue.path(str(final / "scores.json")),

@@ -21,7 +21,6 @@ from mh_assets.modelcard import model_card
 from mh_assets.recipes import MergeRun
 from mh_assets.report import ReportInputs, experiment_report, loss_svg, to_html
 from mh_assets.review import decision_record, packet_entries, packet_html, packet_jsonl
-from mh_assets.store import finalize
 from mh_assets.swiftlog import parse_logging
 
 REGISTRY = "registry"
@@ -80,7 +79,7 @@ def safety_review_asset(lane: Lane) -> dg.AssetsDefinition:
             (tmp / "decision.json").write_text(json.dumps(record, ensure_ascii=False, indent=2), encoding="utf-8")
             (tmp / "packet.jsonl").write_text(packet_jsonl(entries), encoding="utf-8")
             (tmp / "packet.html").write_text(packet_html(lane.name, version, safety, entries), encoding="utf-8")
-            final = finalize(tmp, f"{version}-{record['decision']}-{context.run.run_id[:8]}")
+            final = artifacts.finalize(tmp, f"{version}-{record['decision']}-{context.run.run_id[:8]}")
         context.log.info(f"safety review of scores {version}: {record['decision']} ({len(entries)} replies in packet)")
         return dg.MaterializeResult(
             data_version=dg.DataVersion(f"{version}:{record['decision']}:{record['reviewer']}"),
@@ -189,7 +188,7 @@ def hub_upload_asset(lane: Lane) -> dg.AssetsDefinition:
             for file in ("README.md", PROVENANCE):
                 shutil.copy(upload / file, record / file)
             (record / "published.json").write_text(json.dumps(result.to_json(), indent=2), encoding="utf-8")
-            final = finalize(record, f"{version}-{config.target}-{result.revision[:12]}")
+            final = artifacts.finalize(record, f"{version}-{config.target}-{result.revision[:12]}")
         return dg.MaterializeResult(
             data_version=dg.DataVersion(f"{config.target}:{repo_id}:{version}"),
             metadata={
@@ -242,7 +241,7 @@ def experiment_report_asset(lane: Lane) -> dg.AssetsDefinition:
             (tmp / "report.md").write_text(text, encoding="utf-8")
             (tmp / "report.html").write_text(to_html(text, lane.swanlab.exp_name), encoding="utf-8")
             (tmp / "loss.svg").write_text(loss_svg(inputs.losses), encoding="utf-8")
-            final = finalize(tmp, context.run.run_id[:8])
+            final = artifacts.finalize(tmp, context.run.run_id[:8])
         return dg.MaterializeResult(
             metadata={
                 "path": dg.MetadataValue.path(str(final / "report.md")),

@@ -16,7 +16,7 @@ from mh_assets.lane import Lane
 from mh_assets.procs import child_env, inherited_env, start_group, stop_group
 from mh_assets.recipes import Launch
 from mh_assets.runners import ERROR_KEY
-from mh_assets.store import MissingUpstream, Store, default_root
+from mh_assets.store import MissingUpstream, Store, default_store, open_store
 
 SWANLAB_MODES = ("cloud", "local", "offline", "disabled")
 OUTPUT_TAIL_LINES = 40
@@ -93,11 +93,19 @@ class ProcessGroupPipesClient(dg.PipesSubprocessClient):
 class ArtifactStore(dg.ConfigurableResource):
     """Where every asset's versions live (``<root>/<asset>/<version>``, ``latest`` pointing at the newest)."""
 
-    root: str = Field(default="", description="A folder; empty: $MH_ARTIFACTS_DIR, else ./artifacts.")
+    root: str = Field(
+        default="",
+        description="A folder, or an object store's URL (s3://bucket/prefix; S3-compatible stores through "
+        "AWS_ENDPOINT_URL); empty: $MH_ARTIFACTS_DIR, else ./artifacts.",
+    )
+    cache: str = Field(
+        default="",
+        description="An object store's local copy, where steps build and read; empty: ~/.cache/mh-assets/<url>.",
+    )
 
     @property
     def store(self) -> Store:
-        return Store(Path(self.root).resolve() if self.root else default_root())
+        return open_store(self.root, self.cache) if self.root else default_store()
 
     def latest(self, name: str) -> Path | None:
         return self.store.latest(name)
@@ -113,6 +121,9 @@ class ArtifactStore(dg.ConfigurableResource):
     def staging(self, name: str) -> Iterator[Path]:
         with self.store.staging(name) as tmp:
             yield tmp
+
+    def finalize(self, staged: Path, version: str) -> Path:
+        return self.store.finalize(staged, version)
 
     def child_env(self, cuda_visible_devices: str) -> dict[str, str]:
         """A child's environment: caches under this store, the given GPUs only."""
@@ -269,7 +280,7 @@ def resources() -> dg.Definitions:
     """Every resource, its settings and secrets read from the environment (or the project's .env) at run time."""
     return dg.Definitions(
         resources={
-            "artifacts": ArtifactStore(**from_env(root="MH_ARTIFACTS_DIR")),
+            "artifacts": ArtifactStore(**from_env(root="MH_ARTIFACTS_DIR", cache="MH_ARTIFACTS_CACHE")),
             "pipes": ProcessGroupPipesClient(),
             "dataset": DatasetSourceResource(**from_env(source="MH_DATASET_SOURCE")),
             "gpu": GpuResource(

@@ -29,7 +29,7 @@ from mh_assets.lane import Lane
 from mh_assets.models import disk_verdict, export_space_needed, model_dir
 from mh_assets.recipes import MergeRun, SftRun
 from mh_assets.runners.train import SWANLAB_INFO
-from mh_assets.store import finalize, hash_tree, tree_size
+from mh_assets.store import hash_tree, tree_size
 from mh_assets.swiftlog import parse_logging
 
 # swift imports this file in every training process (workers die with torchrun; the SwanLab run in any mode)
@@ -90,7 +90,7 @@ def training_env_asset(lane: Lane) -> dg.AssetsDefinition:
                 env=artifacts.child_env(gpu.devices_for(lane)),
             )
             version = settings_digest(read_json(tmp / "facts.json"))
-            finalize(tmp, version)
+            artifacts.finalize(tmp, version)
         return dg.MaterializeResult(data_version=dg.DataVersion(version), metadata=child_metadata(inv))
 
     return _asset
@@ -254,7 +254,7 @@ def lora_adapter_asset(lane: Lane) -> dg.AssetsDefinition:
                 "loss_history": [{"step": step, "loss": loss} for step, loss in log.losses],
             }
             (tmp / "summary.json").write_text(json.dumps(summary, ensure_ascii=False, indent=2), encoding="utf-8")
-            final = finalize(tmp, f"{context.run.run_id[:8]}-{version[:8]}")
+            final = artifacts.finalize(tmp, f"{context.run.run_id[:8]}-{version[:8]}")
         mark_published(run_dir, final)
         for removed in clean(artifacts.store.folder(key), keep=config.keep_runs):
             context.log.info(f"removed the run folder of an adapter published earlier: {removed}")
@@ -317,7 +317,7 @@ def merged_model_asset(lane: Lane) -> dg.AssetsDefinition:
                 max_runtime_s=lane.gpu.max_step_s,
             )
             version = hash_tree(tmp, exclude=("args.json",))
-            final = finalize(tmp, version[:16])
+            final = artifacts.finalize(tmp, version[:16])
         files, size = tree_size(final)
         return dg.MaterializeResult(
             data_version=dg.DataVersion(version),
