@@ -22,6 +22,7 @@ from dagster_k8s.job import (
 from mh_assets.k8s import GPU_RESOURCE, K8S_TAG, step_k8s_config
 from mh_assets.lane import load_lanes
 from mh_assets.procs import SECRET_ENV
+from mh_assets.store import open_store
 
 ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "deploy" / "k8s"
@@ -142,15 +143,17 @@ def test_values_code_location(values, pyproject):
     assert set(deployment["image"]) == {"repository", "tag", "pullPolicy"}
     assert deployment["includeConfigInLaunchedRuns"]["enabled"]  # its env and Secret reach run and step pods
     env = {e["name"]: e["value"] for e in deployment["env"]}
-    # one shared volume, mounted where MH_ARTIFACTS_DIR points, in the code server and in every run pod
+    # artifacts on an object store; each pod's local copy on a volume mounted in the code server and every run pod
+    store = open_store(env["MH_ARTIFACTS_DIR"], env["MH_ARTIFACTS_CACHE"])
+    assert store.remote == "s3://BUCKET/mh-assets" and env["AWS_ENDPOINT_URL"]
     launcher = values["runLauncher"]["config"]["k8sRunLauncher"]
-    claim = yaml.safe_load((K8S / "artifacts-pvc.yaml").read_text(encoding="utf-8"))
-    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
     for pod in (deployment, launcher):
-        assert pod["volumeMounts"] == [{"name": "artifacts", "mountPath": env["MH_ARTIFACTS_DIR"]}]
-        assert pod["volumes"] == [
-            {"name": "artifacts", "persistentVolumeClaim": {"claimName": claim["metadata"]["name"]}}
-        ]
+        [mount] = pod["volumeMounts"]
+        assert store.root.is_relative_to(mount["mountPath"])
+        assert pod["volumes"] == [{"name": mount["name"], "emptyDir": {"sizeLimit": "1Ti"}}]
+    claim = yaml.safe_load((K8S / "scratch-pvc.yaml").read_text(encoding="utf-8"))  # the shared alternative
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
+    assert f"claimName: {claim['metadata']['name']}" in (K8S / "scratch-pvc.yaml").read_text(encoding="utf-8")
 
 
 def test_values_chart_version_is_pyprojects_dagster(pyproject):
@@ -165,6 +168,7 @@ def test_every_secret_the_project_reads_comes_from_the_secret(values):
     resources = (ROOT / "mh_assets" / "defs" / "resources.py").read_text(encoding="utf-8")
     read = {name for name in SECRET_ENV if f'"{name}"' in resources}
     assert {"SWANLAB_API_KEY", "HF_TOKEN", "MODELSCOPE_API_TOKEN"} <= read
+    read |= {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}  # s3fs reads them, for the artifacts
     example = (K8S / "secrets.env.example").read_text(encoding="utf-8").splitlines()
     keys = {line.split("=", 1)[0] for line in example if line and not line.startswith("#")}
     assert read <= keys

@@ -144,15 +144,17 @@ def test_the_tiny_lane_runs_through_s3_with_a_fresh_local_copy_per_machine(s3, s
     with an empty local copy, merges and evaluates from what the first published."""
     home = fresh_dagster_home(tmp_path / "home")
 
-    def materialize(keys: list[str], machine: str) -> None:
+    def materialize(keys: list[str], machine: str) -> str:
         env = {**cli_env(Path("unused"), home), **s3_env, "MH_ARTIFACTS_DIR": s3,
                "MH_ARTIFACTS_CACHE": str(tmp_path / machine)}  # fmt: skip
         proc = subprocess.run([str(DAGSTER), "asset", "materialize", "--select", ",".join(keys)],
                               cwd=REPO, env=env, capture_output=True, text=True, timeout=900)  # fmt: skip
         assert proc.returncode == 0, proc.stderr[-4000:]
+        return proc.stderr
 
     first = ["dataset_snapshot", "base_model_tiny", "training_env_tiny", "lora_adapter_tiny"]
-    materialize(first, "machine-a")
+    log = materialize(first, "machine-a")
+    assert f"published {s3}/lora_adapter_tiny/" in log  # the event log says where each version went
     second = ["base_scores_tiny", "merged_model_tiny", "benchmark_scores_tiny"]
     materialize(second, "machine-b")
 

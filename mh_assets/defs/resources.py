@@ -10,7 +10,7 @@ from subprocess import PIPE, TimeoutExpired
 from typing import IO, Any
 
 import dagster as dg
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 
 from mh_assets.lane import Lane
 from mh_assets.procs import child_env, inherited_env, start_group, stop_group
@@ -103,6 +103,11 @@ class ArtifactStore(dg.ConfigurableResource):
         description="An object store's local copy, where steps build and read; empty: ~/.cache/mh-assets/<url>.",
     )
 
+    _log: Any = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        self._log = context.log
+
     @property
     def store(self) -> Store:
         return open_store(self.root, self.cache) if self.root else default_store()
@@ -123,7 +128,12 @@ class ArtifactStore(dg.ConfigurableResource):
             yield tmp
 
     def finalize(self, staged: Path, version: str) -> Path:
-        return self.store.finalize(staged, version)
+        store = self.store
+        final = store.finalize(staged, version)
+        if store.remote and self._log is not None:
+            name = final.parent.relative_to(store.root).as_posix()
+            self._log.info(f"published {store.location(name, version)} (local copy {final})")
+        return final
 
     def child_env(self, cuda_visible_devices: str) -> dict[str, str]:
         """A child's environment: caches under this store, the given GPUs only."""
