@@ -205,6 +205,22 @@ class MergeRun:
         return "swift export " + " ".join(shlex.quote(a) for a in self.to_args())
 
 
+def shell_lines(command: str) -> str:
+    """A one-line shell command as the same command over several lines, one option (and its values) per line
+    joined by ``\\``: what the UI and the report show, so a long command wraps instead of widening its table."""
+    tokens = shlex.split(command)
+    head = 0
+    while head < len(tokens) and not tokens[head].startswith("--"):
+        head += 1
+    lines = [" ".join(shlex.quote(t) for t in tokens[:head])]
+    for token in tokens[head:]:
+        if token.startswith("--"):
+            lines.append("  " + shlex.quote(token))
+        else:
+            lines[-1] += " " + shlex.quote(token)
+    return " \\\n".join(lines)
+
+
 # The named recipes a lane file starts from (``recipe: {base: runbook_7b, ...overrides}``).
 RECIPES: dict[str, SftRecipe] = {
     # the runbook's 7B command (packing with flash-attn, bf16, effective batch 32): SftRecipe's own defaults

@@ -10,7 +10,7 @@ from typing import Any
 from mh_assets.benchmarks import comparison_rows, comparison_table
 from mh_assets.lane import Lane
 from mh_assets.modelcard import safety_summary
-from mh_assets.recipes import flags
+from mh_assets.recipes import flags, shell_lines
 
 
 @dataclass
@@ -150,9 +150,11 @@ Publication gates: **{verdict}**.
 
 Equivalent commands:
 ```
-{training.get("command")}
-{inputs.merge_command}
-{deploy}
+{shell_lines(training.get("command") or "")}
+
+{shell_lines(inputs.merge_command)}
+
+{shell_lines(deploy)}
 ```
 
 ## Training

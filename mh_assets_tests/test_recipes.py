@@ -1,11 +1,12 @@
 """Recipes render the runbook's values as ms-swift 4 flags, for every lane."""
 
 import dataclasses
+import subprocess
 
 import pytest
 
 from mh_assets.lane import load_lanes
-from mh_assets.recipes import MergeRun, SftRun
+from mh_assets.recipes import Launch, MergeRun, SftRun, shell_lines
 
 
 def _flags(args: list[str]) -> dict[str, list[str]]:
@@ -102,3 +103,18 @@ def test_cli_line_reproduces_the_run():
 def test_overrides_replace_only_what_is_given():
     recipe = load_lanes()["7b"].sft.with_overrides(learning_rate=1e-4, max_length=None)
     assert recipe.learning_rate == 1e-4 and recipe.max_length == 3072
+
+
+@pytest.mark.parametrize("lane", ["tiny", "7b", "32b"])
+def test_shell_lines_is_the_same_command_for_bash(lane):
+    run = SftRun(model="/models/m", dataset="/data/a b/train.jsonl", output_dir="/o", recipe=load_lanes()[lane].sft)
+    command = run.to_cli("0,1", Launch(2, 1, "127.0.0.1", 29500))
+    shown = shell_lines(command)
+    assert len(shown.splitlines()) > 10 and max(map(len, shown.splitlines())) < 80
+    argv = subprocess.run(  # bash reads the shown lines; a function stands in for swift and prints what it got
+        ["bash", "-c", 'f() { printf "%s\\0" "$@"; }; ' + shown.replace("swift sft", "f swift sft", 1)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\0")[:-1]
+    assert argv == ["swift", "sft", *run.to_args()]

@@ -175,6 +175,16 @@ def test_cli_merged_model_7b_says_what_is_missing(tmp_path: Path):
     assert proc.returncode != 0
     assert "lora_adapter_7b has not been materialized" in proc.stderr
     assert "GPU" in proc.stderr
+    # what the UI shows for the failed step: the message first, and no second trace of a chained cause under it
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        (record,) = instance.get_run_records()
+        failures = [
+            e.dagster_event.step_failure_data.error
+            for e in instance.all_logs(record.dagster_run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE)
+        ]
+    (failure,) = failures
+    assert failure.message.split(": ", 1)[1].startswith("lora_adapter_7b has not been materialized")
+    assert failure.cause is None and failure.context is None
 
 
 SMALL = {"limits": {"pceb_mcq": 4, "psyqa": 2, "safety": 2}}

@@ -56,6 +56,21 @@ def test_the_tiny_lane_runs_from_the_ui_and_its_results_render(tmp_path: Path):
                 for text in texts:
                     expect(page.get_by_text(text).first).to_be_visible(timeout=30_000)
                 page.screenshot(path=SHOTS / f"{key}.png", full_page=True)
+            # long values wrap: the swift command (over the UI's 1,000 characters for inline markdown) opens in a
+            # dialog, one option per line, so the metadata table stays about as wide as its panel (inline on one
+            # line it was 7,900 px wide); only long paths may still scroll it a little
+            page.goto(f"{base}/assets/lora_adapter_tiny", wait_until="networkidle")
+            table = page.locator("table", has_text="swift_command").first
+            table.scroll_into_view_if_needed()
+            panel = table.evaluate("t => t.parentElement.getBoundingClientRect().width")
+            assert table.evaluate("t => t.getBoundingClientRect().width") < 1.6 * panel
+            page.locator("tr", has_text="swift_command").first.get_by_text("[Show Markdown]").click()
+            command = page.get_by_role("dialog").locator("pre").first
+            expect(command).to_be_visible(timeout=30_000)
+            assert command.inner_text().count("\n  --") > 10
+            page.wait_for_timeout(500)  # the dialog fades in
+            page.screenshot(path=SHOTS / "lora_adapter_tiny_command.png")
+            page.goto(f"{base}/assets/experiment_report_tiny", wait_until="networkidle")
             # the report (its metadata value, behind "[Show Markdown]"): its loss curve is an image inside the text,
             # so it loads where the UI shows it (a relative loss.svg link was a broken image there)
             page.get_by_text("[Show Markdown]").first.click()

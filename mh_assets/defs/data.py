@@ -41,7 +41,7 @@ def _resolve(text: str, artifacts: ArtifactStore) -> tuple[Path, str | None, str
     try:
         path, revision, notes = resolve(source, artifacts.store.root)
     except (SourceError, OSError) as exc:
-        raise dg.Failure(description=str(exc)) from exc
+        raise dg.Failure(description=str(exc)) from None
     return path, revision, source.label, notes
 
 
@@ -60,7 +60,7 @@ def dataset_source(
     try:
         version = content_hash(path)
     except OSError as exc:
-        raise dg.Failure(description=str(exc)) from exc
+        raise dg.Failure(description=str(exc)) from None
     return dg.ObserveResult(
         data_version=dg.DataVersion(version), metadata={"source": label, "revision": revision or "", "sha256": version}
     )
@@ -93,7 +93,7 @@ def dataset_snapshot(
                 eval_items={name: load_benchmark(name, path) for name, path in suite_files().items()},
             )
         except OSError as exc:
-            raise dg.Failure(description=str(exc)) from exc
+            raise dg.Failure(description=str(exc)) from None
         # Named by everything in it (the same rows can be kept from sources that refuse different ones); the data
         # version is train.jsonl's hash alone, so downstream stays fresh when what trains is unchanged.
         final = artifacts.finalize(tmp, hash_tree(tmp)[:16])
@@ -255,7 +255,7 @@ def base_model_asset(lane: Lane) -> dg.AssetsDefinition:
                 try:
                     check_model_folder(local)
                 except FileNotFoundError as exc:
-                    raise dg.Failure(description=f"{key}: {exc}") from exc
+                    raise dg.Failure(description=f"{key}: {exc}") from None
                 write_pointer(tmp, local, model_id=lane.base_model, revision=lane.revision)
                 version, cached = cached_content_hash(local, artifacts.store.root / MODEL_HASHES)
                 source = str(local)

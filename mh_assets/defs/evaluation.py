@@ -136,7 +136,7 @@ def _evaluate(
     try:
         files = suite_files(config.suite)
     except ValueError as exc:
-        raise dg.Failure(description=str(exc)) from exc
+        raise dg.Failure(description=str(exc)) from None
     with artifacts.staging(name) as tmp:
         inv = pipes.run(
             context=context,
@@ -285,7 +285,7 @@ def gate_results(
     try:
         results = gate_verdicts(gates_for(lane.name, lane.gates), scores, base, review)
     except YamlError as exc:
-        raise dg.Failure(description=str(exc)) from exc
+        raise dg.Failure(description=str(exc)) from None
     if base is None:
         results["no_regression"] = (False, [f"{lane.key('base_scores')} has not been materialized"])
     return results

@@ -73,7 +73,7 @@ def safety_review_asset(lane: Lane) -> dg.AssetsDefinition:
             else:
                 record = decision_record(lane.name, version, safety, config.reviewer, config.decision, config.notes)
         except ValueError as exc:
-            raise dg.Failure(description=f"{key}: {exc}") from exc
+            raise dg.Failure(description=f"{key}: {exc}") from None
         entries = packet_entries(safety, version)
         with artifacts.staging(key) as tmp:
             (tmp / "decision.json").write_text(json.dumps(record, ensure_ascii=False, indent=2), encoding="utf-8")
@@ -183,7 +183,7 @@ def hub_upload_asset(lane: Lane) -> dg.AssetsDefinition:
                         upload, repo_id, version, hub.modelscope_token, hub.modelscope_endpoint, config.private
                     )
             except UploadError as exc:
-                raise dg.Failure(description=f"upload to {config.target} failed, nothing recorded: {exc}") from exc
+                raise dg.Failure(description=f"upload to {config.target} failed, nothing recorded: {exc}") from None
             context.log.info(result.message)
             for file in ("README.md", PROVENANCE):
                 shutil.copy(upload / file, record / file)

@@ -120,7 +120,7 @@ class ArtifactStore(dg.ConfigurableResource):
         try:
             return self.store.require(name, hint)
         except MissingUpstream as exc:
-            raise dg.Failure(description=str(exc)) from exc
+            raise dg.Failure(description=str(exc)) from None
 
     @contextmanager
     def staging(self, name: str) -> Iterator[Path]:

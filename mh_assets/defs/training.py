@@ -27,7 +27,7 @@ from mh_assets.defs.resources import ArtifactStore, GpuResource, ProcessGroupPip
 from mh_assets.envcheck import Verdict, flash_attn_verdict, gpu_fit_verdict, precision_verdict
 from mh_assets.lane import Lane
 from mh_assets.models import disk_verdict, export_space_needed, model_dir
-from mh_assets.recipes import MergeRun, SftRun
+from mh_assets.recipes import MergeRun, SftRun, shell_lines
 from mh_assets.runners.train import SWANLAB_INFO
 from mh_assets.store import hash_tree, tree_size
 from mh_assets.swiftlog import parse_logging
@@ -197,7 +197,7 @@ def lora_adapter_asset(lane: Lane) -> dg.AssetsDefinition:
         try:
             start = prepare(run_dir, fresh=config.fresh and first_attempt)
         except RuntimeError as exc:
-            raise dg.Failure(description=str(exc)) from exc
+            raise dg.Failure(description=str(exc)) from None
         resumed = start.resume_from.step if start.resume_from else None
         context.log.info(
             f"run folder {run_dir}: "
@@ -268,7 +268,7 @@ def lora_adapter_asset(lane: Lane) -> dg.AssetsDefinition:
                 "resumed_from_step": resumed,
                 "global_step": log.steps,
                 "world_size": launch.world_size,
-                "swift_command": dg.MetadataValue.md(f"```\n{command}\n```"),
+                "swift_command": dg.MetadataValue.md(f"```\n{shell_lines(command)}\n```"),
                 "dataset_sha256": dataset_sha,
             },
         )
@@ -326,7 +326,7 @@ def merged_model_asset(lane: Lane) -> dg.AssetsDefinition:
                 "path": dg.MetadataValue.path(str(final)),
                 "files": files,
                 "bytes": size,
-                "swift_command": dg.MetadataValue.md(f"```\n{run.to_cli()}\n```"),
+                "swift_command": dg.MetadataValue.md(f"```\n{shell_lines(run.to_cli())}\n```"),
             },
         )
 
