@@ -376,7 +376,8 @@ def test_report_and_card_carry_the_runs_numbers(tiny_run):
                     "## Sample dialogues", "## Safety probes", "## Known issues met in this run"):  # fmt: skip
         assert section in report
     assert f"Loss {summary['first_loss']} → {summary['last_loss']}" in report
-    assert "swift sft --model" in report and "swift export --adapters" in report and "swift deploy --model" in report
+    for command in ("swift sft", "swift export", "swift deploy"):  # one option per line, as a shell reads them
+        assert f"{command} \\\n  --" in report, command
     assert scores["samples"][0]["question"] in report
     # the tiny model writes no readable exam answer: every figure with its interval, the paired delta, and no verdict
     unparsed = "| pceb_mcq | 30 | unparsed | 1.000 [0.886, 1.000] | 1.000 [0.886, 1.000] | +0.000 [+0.000, +0.000] |"
