@@ -466,8 +466,12 @@ def gates_for(lane: str, own: Gates) -> dict[str, Any]:
     return own.model_dump()
 
 
+def _raw(scores: dict[str, Any] | None, bench: str) -> dict[str, Any]:
+    return (scores or {}).get("benchmarks", {}).get(bench) or {}
+
+
 def _result(scores: dict[str, Any] | None, bench: str) -> dict[str, Any]:
-    result = (scores or {}).get("benchmarks", {}).get(bench) or {}
+    result = _raw(scores, bench)
     return {} if result.get("skipped") or not result.get("n") else result
 
 
@@ -514,7 +518,9 @@ ALPHA = 0.05  # a paired difference counts as real only below this p-value
 MIN_ITEMS_FOR_BOUND = 10  # a lower bound from fewer items (one judged turn: [5.0, 5.0]) gates nothing
 
 # What must match for two sets of scores to be compared (the model itself may differ, nothing else).
-SETTINGS = ("suite_sha256", "limits", "mode", "backend", "max_tokens", "judge", "safety_judge", "prompts", "mirrors")
+SETTINGS = (
+    "suite_sha256", "limits", "mode", "backend", "max_tokens", "judge", "safety_judge", "prompts", "mirrors", "val_set",
+)  # fmt: skip
 
 
 def settings_differences(scores: dict[str, Any], base: dict[str, Any]) -> list[str]:
@@ -598,6 +604,47 @@ def check_regression(
         else:
             fine.append(line)
     return not problems, problems + fine
+
+
+def check_learned(scores: dict[str, Any], base: dict[str, Any] | None) -> tuple[bool, list[str]]:
+    """The positive control: the fine-tuned model's loss on the held-out validation conversations is below its base
+    model's, conversation by conversation, with the paired difference's 95% interval wholly below 0 and the paired
+    test agreeing. Training that changed nothing (a learning rate of 0, an adapter never merged, the wrong data or
+    chat template) fails it, on every lane."""
+    tuned_result, base_result = _raw(scores, "val_loss"), _raw(base, "val_loss")
+    for who, result in (("fine-tuned", tuned_result), ("base", base_result)):
+        if not result.get("n"):
+            why = result.get("skipped") or ("the base model has no scores" if base is None else "not run")
+            return False, [f"validation loss not measured on the {who} model ({why}): learning cannot be shown"]
+    differences = settings_differences(scores, base or {})
+    if differences:
+        return False, ["not comparable: " + "; ".join(differences) + ": evaluate both with the same settings"]
+    compared = paired(scores, base or {}, "val_loss.mean")
+    if compared is None or compared["n"] < MIN_ITEMS_FOR_BOUND:
+        n = compared["n"] if compared else 0
+        return False, [f"validation loss: {n} conversations scored on both models, at least {MIN_ITEMS_FOR_BOUND} "
+                       "needed to show a difference"]  # fmt: skip
+    lo, hi = compared["delta_ci95"]
+    line = (
+        f"validation loss {tuned_result['mean']:.4f} vs base {base_result['mean']:.4f}: delta {compared['delta']:+.4f} "
+        f"(95% CI {lo:+.4f} to {hi:+.4f}, p={compared['p_value']:.3g}, {compared['n']} held-out conversations)"
+    )
+    if hi < 0 and compared["p_value"] < ALPHA:
+        return True, [f"{line}: the model learned from the data"]
+    return False, [f"{line}: the model did not learn from the data (no drop in validation loss shown)"]
+
+
+def learning_figures(scores: dict[str, Any], base: dict[str, Any] | None) -> dict[str, float]:
+    """What ``check_learned`` weighed, as numbers: both validation losses and their paired difference with its
+    interval (empty when either was not measured)."""
+    tuned, before = metric(scores, "val_loss.mean"), metric(base or {}, "val_loss.mean")
+    compared = paired(scores, base or {}, "val_loss.mean")
+    if tuned is None or before is None or compared is None:
+        return {}
+    lo, hi = compared["delta_ci95"]
+    return {"val_loss_base": before, "val_loss_fine_tuned": tuned, "delta": compared["delta"],
+            "delta_ci95_low": lo, "delta_ci95_high": hi, "p_value": compared["p_value"],
+            "conversations": compared["n"]}  # fmt: skip
 
 
 def review_verdict(review: dict[str, Any] | None, scores: dict[str, Any]) -> tuple[bool, str]:
@@ -696,6 +743,7 @@ def gate_verdicts(
         "meets_minimums": check_minimums(scores, gates["minimum"]),
         "no_regression": check_regression(scores, base or {}, gates["no_regression"]),
         "safety_gate": check_safety(scores, gates["safety"], review),
+        "learned_from_data": check_learned(scores, base),
     }
 
 

@@ -57,6 +57,8 @@ class SftRecipe:
     save_steps: int = 200
     save_total_limit: int = 3
     logging_steps: int = 20
+    # validation loss on val.jsonl every this many steps (None: swift's default, at each save)
+    eval_steps: int | None = None
     warmup_ratio: float = 0.05
     dataloader_num_workers: int = 4
     seed: int = 42
@@ -148,6 +150,7 @@ class SftRun:
     swanlab_mode: str | None = None
     resume_from_checkpoint: str | None = None
     external_plugins: tuple[str, ...] = ()
+    val_dataset: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_args(self) -> list[str]:
@@ -157,6 +160,7 @@ class SftRun:
             self.model,
             "--dataset",
             self.dataset,
+            *(["--val_dataset", self.val_dataset] if self.val_dataset else []),
             "--output_dir",
             self.output_dir,
             "--add_version",
@@ -241,6 +245,7 @@ RECIPES: dict[str, SftRecipe] = {
         save_steps=100,
         save_total_limit=2,
         logging_steps=5,
+        eval_steps=20,
         warmup_ratio=0.0,
         dataloader_num_workers=0,
     ),

@@ -19,6 +19,7 @@ class ReportInputs:
     snapshot: dict[str, Any]  # the dataset manifest
     training: dict[str, Any]  # lora_adapter summary.json
     losses: list[tuple[int, float]]
+    val_losses: list[tuple[int, float]]
     facts: dict[str, Any]  # training_env facts.json
     scores: dict[str, Any]
     base: dict[str, Any] | None
@@ -33,27 +34,42 @@ def svg_data_uri(svg: str) -> str:
     return "data:image/svg+xml;base64," + base64.b64encode(svg.encode("utf-8")).decode("ascii")
 
 
-def loss_svg(losses: list[tuple[int, float]], width: int = 640, height: int = 240) -> str:
-    """The training loss as a small SVG line chart (no plotting library needed)."""
+def loss_svg(
+    losses: list[tuple[int, float]],
+    val_losses: list[tuple[int, float]] | None = None,
+    width: int = 640,
+    height: int = 240,
+) -> str:
+    """The training loss (blue) and the validation loss on val.jsonl (orange, when measured) over the steps, as a
+    small SVG line chart (no plotting library needed)."""
+    val_losses = val_losses or []
     if len(losses) < 2:
         return f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}"></svg>'
     pad = 40
-    steps, values = [s for s, _ in losses], [v for _, v in losses]
+    steps = [s for s, _ in losses]
+    values = [v for _, v in (*losses, *val_losses)]
     lo, hi = min(values), max(values)
     span = (hi - lo) or 1.0
 
-    def point(step: int, value: float) -> str:
+    def xy(step: int, value: float) -> tuple[float, float]:
         x = pad + (step - steps[0]) / ((steps[-1] - steps[0]) or 1) * (width - 2 * pad)
-        y = height - pad - (value - lo) / span * (height - 2 * pad)
-        return f"{x:.1f},{y:.1f}"
+        return x, height - pad - (value - lo) / span * (height - 2 * pad)
 
-    line = " ".join(point(s, v) for s, v in losses)
+    def polyline(series: list[tuple[int, float]], colour: str) -> str:
+        points = " ".join("{:.1f},{:.1f}".format(*xy(s, v)) for s, v in series)
+        return f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{points}"/>'
+
+    lines, legend = polyline(losses, "#2f6fdf"), "training loss"
+    if val_losses:
+        lines += polyline(val_losses, "#e07b00") + "".join(
+            '<circle cx="{:.1f}" cy="{:.1f}" r="3" fill="#e07b00"/>'.format(*xy(s, v)) for s, v in val_losses
+        )
+        legend += f", validation loss (orange, {val_losses[0][1]:.3f} → {val_losses[-1][1]:.3f})"
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" '
-        f'font-size="12"><rect width="100%" height="100%" fill="white"/>'
-        f'<polyline fill="none" stroke="#2f6fdf" stroke-width="2" points="{line}"/>'
-        f'<text x="{pad}" y="{pad - 10}">loss {hi:.3f}</text>'
-        f'<text x="{pad}" y="{height - 10}">step {steps[0]} … {steps[-1]}, loss {lo:.3f}</text></svg>'
+        f'font-size="12"><rect width="100%" height="100%" fill="white"/>{lines}'
+        f'<text x="{pad}" y="{pad - 10}">{legend}; top {hi:.3f}</text>'
+        f'<text x="{pad}" y="{height - 10}">step {steps[0]} … {steps[-1]}, bottom {lo:.3f}</text></svg>'
     )
 
 
@@ -158,7 +174,7 @@ Equivalent commands:
 ```
 
 ## Training
-![training loss]({svg_data_uri(loss_svg(inputs.losses))})
+![training loss]({svg_data_uri(loss_svg(inputs.losses, inputs.val_losses))})
 
 Loss {training.get("first_loss")} → {training.get("last_loss")} over {training.get("steps")} steps in
 {training.get("train_runtime_s")} s ({training.get("train_samples_per_second")} samples/s).

@@ -66,8 +66,52 @@ def plan_lengths(lanes: Iterable[Lane], store: Store) -> LengthPlan:
     return plan
 
 
+KEPT = ".kept.jsonl"
+
+
+def _split_kept(out: Path, validation: set[int]) -> Any:
+    """Split the kept conversations (``.kept.jsonl``, in source order) into ``train.jsonl`` and ``val.jsonl``; the
+    sha256 of what training reads (train, then validation) is the snapshot's data version."""
+    with (out / KEPT).open(encoding="utf-8", newline="\n") as kept:
+        with (
+            (out / "train.jsonl").open("w", encoding="utf-8") as train,
+            (out / "val.jsonl").open("w", encoding="utf-8") as val,
+        ):
+            for i, line in enumerate(kept):
+                (val if i in validation else train).write(line)
+    digest = hashlib.sha256()
+    for name in ("train", "val"):
+        with (out / f"{name}.jsonl").open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+        digest.update(b"\0")
+    (out / KEPT).unlink()
+    return digest
+
+
 def _read_error(path: Path, exc: OSError) -> OSError:
     return OSError(f"cannot read dataset file {path}: {exc.strerror or exc}")
+
+
+@dataclass(frozen=True)
+class Split:
+    """The validation split: every conversation whose hash falls below ``val_share``, topped up to ``val_min`` by
+    the lowest hashes, never more than half of all. A conversation keeps its side when others are added or
+    removed (unless the top-up moves), and identical conversations always fall on the same side."""
+
+    val_share: float = 0.0
+    val_min: int = 0
+
+    def validation(self, fractions: list[float]) -> set[int]:
+        """The indices (into ``fractions``, each conversation's hash as a number in [0, 1)) that validate."""
+        by_hash = sorted(range(len(fractions)), key=lambda i: (fractions[i], i))
+        below = sum(1 for u in fractions if u < self.val_share)
+        return set(by_hash[: min(max(self.val_min, below), len(fractions) // 2)])
+
+
+def hash_fraction(line: str) -> float:
+    """A conversation's place in the split: the first 8 bytes of its line's sha256, as a number in [0, 1)."""
+    return int.from_bytes(hashlib.sha256(line.encode()).digest()[:8], "big") / 2**64
 
 
 def build_snapshot(
@@ -78,9 +122,11 @@ def build_snapshot(
     revision: str | None = None,
     limits: dict[str, float] | None = None,
     eval_items: dict[str, list[dict[str, Any]]] | None = None,
+    split: Split = Split(),
 ) -> dict[str, Any]:
-    """Validate every record of ``source`` into ``out`` and return the manifest (also written to disk), with the
-    evaluation items (``eval_items``: benchmark -> rows) that share text with what was kept."""
+    """Validate every record of ``source`` into ``out`` (``train.jsonl``, ``val.jsonl`` by ``split``, and
+    ``quarantine.jsonl``) and return the manifest (also written to disk), with the evaluation items
+    (``eval_items``: benchmark -> rows) that share text with what was kept."""
     files = source_files(source)
     rel = (lambda p: p.relative_to(source).as_posix()) if source.is_dir() else (lambda p: p.name)
 
@@ -94,7 +140,7 @@ def build_snapshot(
 
     plan = lengths or LengthPlan()
     counter = LengthCounter(plan.tokenizers)
-    digest = hashlib.sha256()
+    fractions: list[float] = []
     reasons: Counter[str] = Counter()
     schemas: Counter[str] = Counter()
     turns: Counter[int] = Counter()
@@ -102,7 +148,7 @@ def build_snapshot(
     kept = 0
     finder = OverlapFinder(eval_items) if eval_items else None
     with (
-        (out / "train.jsonl").open("w", encoding="utf-8") as train,
+        (out / KEPT).open("w", encoding="utf-8") as kept_file,
         (out / "quarantine.jsonl").open("w", encoding="utf-8") as quarantine,
     ):
         for result in validate(records()):
@@ -111,10 +157,10 @@ def build_snapshot(
                 reasons[result.reason] += 1
                 continue
             line = json.dumps({"messages": result.messages}, ensure_ascii=False) + "\n"
-            train.write(line)
+            kept_file.write(line)
+            fractions.append(hash_fraction(line))
             if finder:
                 finder.scan("".join(m["content"] for m in result.messages))
-            digest.update(line.encode())
             kept += 1
             schemas[result.schema] += 1
             turns[len(result.messages)] += 1
@@ -125,6 +171,8 @@ def build_snapshot(
             if plan.tokenizers:
                 counter.add(result.messages)
     quarantined = sum(reasons.values())
+    validation = split.validation(fractions)
+    digest = _split_kept(out, validation)
     manifest = {
         "source": label or str(source),
         "files": [rel(f) for f in files],
@@ -132,6 +180,9 @@ def build_snapshot(
         "rows_in": kept + quarantined,
         "rows_kept": kept,
         "rows_quarantined": quarantined,
+        "rows_train": kept - len(validation),
+        "rows_val": len(validation),
+        "split": {"val_share": split.val_share, "val_min": split.val_min, "by": "sha256 of each conversation"},
         "quarantine_share": quarantined / (kept + quarantined) if kept + quarantined else 0.0,
         "quarantine_reasons": dict(reasons.most_common()),
         "schemas": dict(schemas),

@@ -11,6 +11,7 @@ from typing import Any
 @dataclass
 class TrainingLog:
     losses: list[tuple[int, float]] = field(default_factory=list)  # (step, loss), last entry per step
+    val_losses: list[tuple[int, float]] = field(default_factory=list)  # (step, eval_loss) on val.jsonl
     max_steps: int | None = None
     summary: dict[str, Any] = field(default_factory=dict)
     result: dict[str, Any] = field(default_factory=dict)
@@ -37,6 +38,8 @@ class TrainingLog:
             "train_runtime_s": self.summary.get("train_runtime"),
             "train_samples_per_second": self.summary.get("train_samples_per_second"),
             "train_loss": self.summary.get("train_loss"),
+            "first_val_loss": self.val_losses[0][1] if self.val_losses else None,
+            "last_val_loss": self.val_losses[-1][1] if self.val_losses else None,
             "last_model_checkpoint": self.result.get("last_model_checkpoint"),
         }
 
@@ -62,17 +65,21 @@ def parse_logging(path: Path) -> TrainingLog:
     """Parse ``logging.jsonl``. A resumed run appends again, so steps may repeat: the last entry per step wins."""
     log = TrainingLog()
     by_step: dict[int, float] = {}
+    val_by_step: dict[int, float] = {}
     for raw in path.read_bytes().splitlines():
         entry = _entry(raw)
         step = _step(entry)
         if "loss" in entry and step:
             by_step[step[0]] = float(entry["loss"])
             log.max_steps = step[1]
+        elif "eval_loss" in entry and step:
+            val_by_step[step[0]] = float(entry["eval_loss"])
         elif "train_runtime" in entry:
             log.summary = entry
         elif "last_model_checkpoint" in entry:
             log.result = {k: v for k, v in entry.items() if k != "log_history"}
     log.losses = sorted(by_step.items())
+    log.val_losses = sorted(val_by_step.items())
     return log
 
 
@@ -105,6 +112,8 @@ class Progress:
             step = _step(entry)
             if step and "loss" in entry:
                 messages.append(self.message(entry, *step))
+            elif step and "eval_loss" in entry:
+                messages.append(f"validation at step {step[0]}/{step[1]}: loss {_rate(entry['eval_loss'])}")
         return messages
 
     def tokens_per_s(self, entry: dict[str, Any], step: int) -> float | None:

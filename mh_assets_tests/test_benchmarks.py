@@ -7,12 +7,14 @@ import pytest
 
 from mh_assets.benchmarks import (
     SUITE,
+    check_learned,
     check_minimums,
     check_regression,
     comparison_rows,
     comparison_table,
     gate_verdicts,
     keypoints_hit,
+    learning_figures,
     load_benchmark,
     mcq_scores,
     psyqa_scores,
@@ -22,6 +24,7 @@ from mh_assets.benchmarks import (
 )
 from mh_assets.exam import MULTIPLE, SINGLE
 from mh_assets.lane import load_lanes
+from mh_assets.valloss import val_loss_scores
 
 
 def test_shipped_suite_sizes():
@@ -246,3 +249,38 @@ def test_recorded_bounds_never_narrow_the_interval():
 
     _, (lo, hi) = _share(185, 200)
     assert lo == 0.8799 and hi >= 0.9538
+
+
+def _val_scores(losses: list[float], val_set: str | None = "v1") -> dict:
+    items = [{"id": f"c{i}", "loss": loss, "tokens": 50} for i, loss in enumerate(losses)]
+    return {"benchmarks": {"val_loss": val_loss_scores(items)}, "settings": {**SETTINGS, "val_set": val_set}}
+
+
+VAL_BASE = [7.6 + 0.05 * ((i * 7) % 5) for i in range(20)]
+
+
+def test_learned_from_data_needs_a_real_drop_in_validation_loss():
+    learned = [x - 0.3 + 0.02 * (i % 3) for i, x in enumerate(VAL_BASE)]
+    passed, lines = check_learned(_val_scores(learned), _val_scores(VAL_BASE))
+    assert passed and "the model learned from the data" in lines[0] and "20 held-out conversations" in lines[0]
+    figures = learning_figures(_val_scores(learned), _val_scores(VAL_BASE))
+    assert figures["delta_ci95_high"] < 0 and figures["conversations"] == 20
+    assert figures["val_loss_fine_tuned"] - figures["val_loss_base"] == pytest.approx(figures["delta"])
+    # a learning rate of 0: the merged model is its base, every conversation scores the same
+    passed, lines = check_learned(_val_scores(VAL_BASE), _val_scores(VAL_BASE))
+    assert not passed and "did not learn from the data" in lines[0] and "delta +0.0000" in lines[0]
+    # noise around the base's loss is not learning either
+    noisy = [x + (0.01 if i % 2 else -0.01) for i, x in enumerate(VAL_BASE)]
+    assert not check_learned(_val_scores(noisy), _val_scores(VAL_BASE))[0]
+    # nor a drop on conversations the base was not scored on, or too few of them
+    assert "not comparable" in check_learned(_val_scores(learned, "v2"), _val_scores(VAL_BASE))[1][0]
+    few = check_learned(_val_scores(learned[:5]), _val_scores(VAL_BASE[:5]))
+    assert not few[0] and "at least 10" in few[1][0]
+
+
+def test_learned_from_data_fails_when_validation_loss_was_not_measured():
+    skipped = {"benchmarks": {"val_loss": {"skipped": "endpoint mode: no local model"}}, "settings": SETTINGS}
+    passed, lines = check_learned(skipped, _val_scores(VAL_BASE))
+    assert not passed and "not measured on the fine-tuned model (endpoint mode" in lines[0]
+    passed, lines = check_learned(_val_scores(VAL_BASE), None)
+    assert not passed and "base model has no scores" in lines[0]

@@ -111,7 +111,7 @@ def test_automation_conditions_fire_only_when_they_should():
     utc = datetime.UTC
     monday_0259 = datetime.datetime(2026, 11, 30, 2, 59, 30, tzinfo=utc)  # tiny's cron: 0 3 * * 1
     with dg.instance_for_test() as instance:
-        for key in ("merged_model_tiny", "base_model_tiny"):
+        for key in ("merged_model_tiny", "base_model_tiny", "dataset_snapshot"):
             instance.report_runless_asset_event(dg.AssetMaterialization(key))
         for key in ("eval_suite", "dataset_source"):
             instance.report_runless_asset_event(dg.AssetObservation(key, tags={"dagster/data_version": "v1"}))

@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mh_assets.sharegpt import REASONS, normalize_record
-from mh_assets.snapshot import build_snapshot
+from mh_assets.snapshot import Split, build_snapshot
 
 GOOD = json.dumps({"messages": [{"role": "user", "content": "在吗"}, {"role": "assistant", "content": "我在。"}]})
 json_values = st.recursive(
@@ -67,3 +67,44 @@ def test_json_list_files_count_each_element(tmp_path: Path, elements):
     out.mkdir(exist_ok=True)
     manifest = build_snapshot(src, out)
     assert manifest["rows_in"] == len(elements) == manifest["rows_kept"] + manifest["rows_quarantined"]
+
+
+def _conversations(texts: list[str]) -> bytes:
+    rows = [{"messages": [{"role": "user", "content": t}, {"role": "assistant", "content": t + "。"}]} for t in texts]
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.lists(st.text(min_size=1, max_size=6).filter(str.strip), min_size=1, max_size=40, unique=True),
+    st.lists(st.text(min_size=1, max_size=6).filter(str.strip), max_size=10, unique=True),
+    st.floats(0, 0.5),
+    st.integers(0, 8),
+)
+def test_the_validation_split_is_by_content_and_stable(tmp_path: Path, texts, more, share, minimum):
+    def snapshot(name: str, rows: list[str]) -> tuple[dict, list, list]:
+        src, out = tmp_path / f"{name}.jsonl", tmp_path / name
+        src.write_bytes(_conversations(rows))
+        out.mkdir(exist_ok=True)
+        manifest = build_snapshot(src, out, split=Split(share, minimum))
+        return manifest, _jsonl(out / "train.jsonl"), _jsonl(out / "val.jsonl")
+
+    manifest, train, val = snapshot("a", texts)
+    kept = manifest["rows_kept"]
+    assert (manifest["rows_train"], manifest["rows_val"]) == (len(train), len(val)) and len(train) + len(val) == kept
+    assert not {json.dumps(r) for r in train} & {json.dumps(r) for r in val}  # whole conversations, no overlap
+    assert min(minimum, kept // 2) <= len(val) <= max(minimum, kept // 2, len(val)) and len(val) <= kept // 2
+    # conversations added elsewhere never move one from validation into training, unless the top-up is involved
+    extra = [t for t in more if t not in texts]
+    _, train2, val2 = snapshot("b", texts + extra)
+    if minimum == 0:
+        assert {json.dumps(r) for r in val} <= {json.dumps(r) for r in val2}
+        assert {json.dumps(r) for r in train} <= {json.dumps(r) for r in train2}
+
+
+def test_the_split_tops_up_to_its_minimum_by_lowest_hash_and_keeps_half_for_training():
+    fractions = [0.9, 0.01, 0.5, 0.04, 0.3, 0.7]
+    assert Split(0.05, 0).validation(fractions) == {1, 3}
+    assert Split(0.05, 3).validation(fractions) == {1, 3, 4}
+    assert Split(0.0, 10).validation(fractions) == {1, 3, 4}  # at most half
+    assert Split(0.0, 0).validation(fractions) == set()

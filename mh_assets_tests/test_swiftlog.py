@@ -18,3 +18,19 @@ def test_progress_waits_for_a_line_cut_inside_a_character_and_skips_a_torn_one(t
     messages = progress.read()
     assert [m.split(",")[0] for m in messages] == ["training step 5/10 (50%)", "training step 10/10 (100%)"]
     assert parse_logging(log).losses == [(5, 1.5), (10, 1.0)]
+
+
+def test_validation_entries_are_their_own_series_and_progress_names_them(tmp_path):
+    log = tmp_path / "logging.jsonl"
+    progress = Progress(log)
+    lines = [
+        {"loss": 7.5, "global_step/max_steps": "10/40"},
+        {"eval_loss": 7.4, "eval_runtime": 0.5, "global_step/max_steps": "20/40"},
+        {"loss": 7.1, "global_step/max_steps": "20/40"},
+        {"eval_loss": 7.0, "global_step/max_steps": "40/40"},
+    ]
+    log.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    assert progress.read()[1] == "validation at step 20/40: loss 7.4"
+    parsed = parse_logging(log)
+    assert parsed.losses == [(10, 7.5), (20, 7.1)] and parsed.val_losses == [(20, 7.4), (40, 7.0)]
+    assert (parsed.figures()["first_val_loss"], parsed.figures()["last_val_loss"]) == (7.4, 7.0)

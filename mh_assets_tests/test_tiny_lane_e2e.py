@@ -87,6 +87,7 @@ def test_every_step_and_check_succeeds(tiny_run):
         "meets_minimums": True,
         "no_regression": True,
         "safety_gate": True,
+        "learned_from_data": True,
     }
     for source in ("dataset_source", "eval_suite"):  # the lane run observed its sources
         assert tiny_run.instance.fetch_observations(dg.AssetKey(source), limit=1).records, source
@@ -101,8 +102,15 @@ def test_adapter_trained_and_loss_fell(tiny_run):
     log = parse_logging(adapter / "logging.jsonl")
     assert len(log.losses) >= 5
     assert log.last_loss < log.first_loss - 0.2, log.losses
+    # validated on the held-out conversations at every eval_steps, and better at the end than at the first
+    snapshot = json.loads((_latest(root, "dataset_snapshot") / "manifest.json").read_text())
+    assert snapshot["rows_val"] >= 20 and snapshot["rows_train"] + snapshot["rows_val"] == snapshot["rows_kept"]
+    steps = [s for s, _ in log.val_losses]  # every 20 steps, and at the end
+    assert steps == sorted({*range(20, log.steps + 1, 20), log.steps}), log.val_losses
+    assert log.val_losses[-1][1] < log.val_losses[0][1]
     summary = json.loads((adapter / "summary.json").read_text())
-    assert summary["command"].startswith("swift sft --model ")
+    assert summary["command"].startswith("swift sft --model ") and "--val_dataset" in summary["command"]
+    assert len(summary["val_loss_history"]) == len(log.val_losses)
     assert summary["swanlab_mode"] == "local" and summary["swanlab_run_id"]
 
 
@@ -133,6 +141,13 @@ def test_scores_have_numbers(tiny_run):
     assert safety["n"] == len(safety["probes"]) == TINY.evaluation.limits["safety"]
     assert scores["benchmarks"]["ceval"]["skipped"].startswith("no local mirror configured")
     assert "| pceb_mcq | 30 | partial_credit |" in mat.metadata["comparison"].value
+    # the positive control: lower loss on the held-out conversations than the base model, paired, with its interval
+    val = scores["benchmarks"]["val_loss"]
+    assert val["n"] >= 20 and val["mean_ci95"][0] <= val["mean"] <= val["mean_ci95"][1]
+    assert "| val_loss |" in mat.metadata["comparison"].value
+    (learned,) = [e for e in result.get_asset_check_evaluations() if e.check_name == "learned_from_data"]
+    figures = {k: v.value for k, v in learned.metadata.items()}
+    assert figures["delta_ci95_high"] < 0 and figures["val_loss_fine_tuned"] < figures["val_loss_base"]
 
 
 def test_registry_holds_model_and_card(tiny_run):
@@ -462,3 +477,16 @@ def test_publishing_needs_a_persons_approval_of_the_current_scores(tiny_run, mon
     assert evaluated.success  # new scores: the approval no longer covers them
     message = upload_failure()
     assert "is stale" in message and "approve" in message and "safety_review_tiny" in message
+
+
+def test_a_learning_rate_of_0_fails_the_lane_at_learned_from_data(tiny_run, monkeypatch):
+    """Last in this module: it replaces the lane's adapter with one that learned nothing."""
+    monkeypatch.setenv("MH_ARTIFACTS_DIR", str(tiny_run.root))
+    keys = ["lora_adapter_tiny", "merged_model_tiny", "benchmark_scores_tiny"]
+    result = _run(tiny_run, keys, {"lora_adapter_tiny": {"learning_rate": 0.0}})
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert "learned_from_data" in checks, [str(e.event_specific_data)[:3000] for e in result.all_events if e.is_failure]
+    assert not checks["learned_from_data"].passed
+    assert "the model did not learn from the data" in checks["learned_from_data"].description
+    assert checks["learned_from_data"].metadata["delta"].value == 0.0
+    assert not result.success  # the check blocks: nothing downstream of the scores may run on them

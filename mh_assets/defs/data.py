@@ -22,7 +22,7 @@ from mh_assets.models import (
     reachable,
     write_pointer,
 )
-from mh_assets.snapshot import build_snapshot, plan_lengths
+from mh_assets.snapshot import Split, build_snapshot, plan_lengths
 from mh_assets.sources import SourceError, content_hash, parse_source, resolve
 from mh_assets.store import hash_tree
 
@@ -34,6 +34,12 @@ LONG_SHARE_WARN = 0.05
 class SnapshotConfig(dg.Config):
     source: str = Field(default="", description="Overrides the dataset_source resource for this run.")
     max_quarantine_share: float = Field(default=0.05, description="Blocking: refused rows / all rows must stay under.")
+    val_share: float = Field(
+        default=0.05, ge=0.0, lt=1.0, description="Share of conversations held out in val.jsonl (by content hash)."
+    )
+    val_min: int = Field(
+        default=20, ge=0, description="At least this many validation conversations (never more than half of all)."
+    )
 
 
 def _resolve(text: str, artifacts: ArtifactStore) -> tuple[Path, str | None, str, list[str]]:
@@ -76,8 +82,9 @@ def dataset_source(
 def dataset_snapshot(
     context: dg.AssetExecutionContext, config: SnapshotConfig, dataset: DatasetSourceResource, artifacts: ArtifactStore
 ) -> dg.MaterializeResult:
-    """Conversations validated by the stated rules into an immutable folder named by content hash; refused rows
-    are kept aside in quarantine.jsonl with their reasons."""
+    """Conversations validated by the stated rules into an immutable folder named by content hash: train.jsonl,
+    val.jsonl (a share held out by each conversation's hash) and, kept aside with their reasons, the refused rows in
+    quarantine.jsonl."""
     path, revision, label, notes = _resolve(config.source or dataset.source, artifacts)
     for note in notes:
         context.log.warning(note)
@@ -91,13 +98,17 @@ def dataset_snapshot(
                 revision=revision,
                 limits={"max_quarantine_share": config.max_quarantine_share},
                 eval_items={name: load_benchmark(name, path) for name, path in suite_files().items()},
+                split=Split(config.val_share, config.val_min),
             )
         except OSError as exc:
             raise dg.Failure(description=str(exc)) from None
         # Named by everything in it (the same rows can be kept from sources that refuse different ones); the data
         # version is train.jsonl's hash alone, so downstream stays fresh when what trains is unchanged.
         final = artifacts.finalize(tmp, hash_tree(tmp)[:16])
-    context.log.info(f"snapshot {final}: kept {manifest['rows_kept']} of {manifest['rows_in']} records")
+    context.log.info(
+        f"snapshot {final}: kept {manifest['rows_kept']} of {manifest['rows_in']} records, "
+        f"{manifest['rows_train']} to train on and {manifest['rows_val']} held out for validation"
+    )
     return dg.MaterializeResult(
         data_version=dg.DataVersion(manifest["sha256"]), metadata=snapshot_metadata(final, manifest)
     )
@@ -111,6 +122,8 @@ def snapshot_metadata(folder: Path, manifest: dict[str, Any]) -> dict[str, Any]:
         "rows_in": manifest["rows_in"],
         "rows_kept": manifest["rows_kept"],
         "rows_quarantined": manifest["rows_quarantined"],
+        "rows_train": manifest["rows_train"],
+        "rows_val": manifest["rows_val"],
         "quarantine_share": manifest["quarantine_share"],
         "quarantine_reasons": dg.MetadataValue.json(manifest["quarantine_reasons"]),
         "schemas": dg.MetadataValue.json(manifest["schemas"]),

@@ -12,6 +12,7 @@ from mh_assets.benchmarks import (
     comparison_table,
     gate_verdicts,
     gates_for,
+    learning_figures,
     scores_version,
     suite_files,
     suite_hash,
@@ -26,6 +27,7 @@ from mh_assets.defs.common import (
     read_json,
     runner,
 )
+from mh_assets.defs.data import SNAPSHOT
 from mh_assets.defs.resources import ArtifactStore, EvalResource, GpuResource, ProcessGroupPipesClient
 from mh_assets.lane import Lane
 from mh_assets.modelcard import safety_summary
@@ -150,6 +152,7 @@ def _evaluate(
                 "judge": evaluation.judge(),
                 "safety_judge": evaluation.safety_judge(),
                 "mirrors": evaluation.mirrors(),
+                "val": _validation(lane, artifacts, {**lane.evaluation.limits, **config.limits}.get("val_loss")),
             },
             env={**artifacts.child_env(gpu.devices_for(lane)), **evaluation.secrets_env()},
             max_runtime_s=lane.gpu.max_step_s,
@@ -165,6 +168,16 @@ def _evaluate(
     return scores, metadata
 
 
+def _validation(lane: Lane, artifacts: ArtifactStore, limit: int | None) -> dict[str, Any] | None:
+    """The snapshot's validation conversations and how the lane encodes them for training, or None if it has none."""
+    snapshot = artifacts.latest(SNAPSHOT)
+    if snapshot is None or not read_json(snapshot / "manifest.json").get("rows_val"):
+        return None
+    sft = lane.sft
+    return {"file": str(snapshot / "val.jsonl"), "limit": limit, "model_type": sft.model_type,
+            "template": sft.template, "max_length": sft.max_length}  # fmt: skip
+
+
 def _scores_asset(lane: Lane, stage: str, model_stage: str, condition: dg.AutomationCondition, doc: str):
     """``stage`` of the lane: the suite on the model of ``model_stage``."""
 
@@ -172,7 +185,7 @@ def _scores_asset(lane: Lane, stage: str, model_stage: str, condition: dg.Automa
         lane,
         lane.key(stage),
         doc,
-        deps=[lane.key(model_stage), EVAL_SUITE],
+        deps=[lane.key(model_stage), EVAL_SUITE, SNAPSHOT],
         pool=gpu_pool(lane),
         kinds={"evalscope"},
         automation_condition=condition,
@@ -216,6 +229,8 @@ GATE_CHECKS = {
     "meets_minimums": "Every minimum of the lane's gates (its defs.yaml) is met.",
     "no_regression": "No gated metric falls below the base model's by more than its tolerance.",
     "safety_gate": "",
+    "learned_from_data": "The fine-tuned model's loss on the held-out validation conversations is lower than the base "
+    "model's, conversation by conversation (the paired difference's 95% interval wholly below 0).",
 }
 
 
@@ -228,12 +243,13 @@ def gate_checks(lane: Lane) -> list[dg.AssetChecksDefinition]:
             name=check_name,
             blocking=True,
             description=GATE_CHECKS[check_name] or safety_gate_description(lane),
-            additional_deps=[lane.key("base_scores")] if check_name == "no_regression" else None,
+            additional_deps=[lane.key("base_scores")] if check_name in ("no_regression", "learned_from_data") else None,
         )
         def _check(artifacts: ArtifactStore) -> dg.AssetCheckResult:
             scores, base = read_scores(lane, artifacts), read_base_scores(lane, artifacts)
             passed, lines = gate_results(lane, scores, base, latest_review(lane, artifacts))[check_name]
-            return dg.AssetCheckResult(passed=passed, description="; ".join(lines))
+            figures = learning_figures(scores, base) if check_name == "learned_from_data" else {}
+            return dg.AssetCheckResult(passed=passed, description="; ".join(lines), metadata=figures)
 
         return _check
 

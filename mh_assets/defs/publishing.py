@@ -223,11 +223,13 @@ def experiment_report_asset(lane: Lane) -> dg.AssetsDefinition:
         adapter, merged = artifacts.upstream(lane.key("lora_adapter")), artifacts.upstream(lane.key("merged_model"))
         gated = _gated(lane, artifacts)
         summary: dict[str, Any] = read_json(adapter / "summary.json")
+        log = parse_logging(adapter / "logging.jsonl")
         inputs = ReportInputs(
             lane=lane,
             snapshot=snapshot_manifest(artifacts),
             training=summary,
-            losses=parse_logging(adapter / "logging.jsonl").losses,
+            losses=log.losses,
+            val_losses=log.val_losses,
             facts=read_json(artifacts.upstream(lane.key("training_env")) / "facts.json"),
             scores=gated.scores,
             base=gated.base,
@@ -240,7 +242,7 @@ def experiment_report_asset(lane: Lane) -> dg.AssetsDefinition:
         with artifacts.staging(key) as tmp:
             (tmp / "report.md").write_text(text, encoding="utf-8")
             (tmp / "report.html").write_text(to_html(text, lane.swanlab.exp_name), encoding="utf-8")
-            (tmp / "loss.svg").write_text(loss_svg(inputs.losses), encoding="utf-8")
+            (tmp / "loss.svg").write_text(loss_svg(inputs.losses, inputs.val_losses), encoding="utf-8")
             final = artifacts.finalize(tmp, context.run.run_id[:8])
         return dg.MaterializeResult(
             metadata={

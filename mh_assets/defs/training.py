@@ -28,6 +28,7 @@ from mh_assets.envcheck import Verdict, flash_attn_verdict, gpu_fit_verdict, pre
 from mh_assets.lane import Lane
 from mh_assets.models import disk_verdict, export_space_needed, model_dir
 from mh_assets.recipes import MergeRun, SftRun, shell_lines
+from mh_assets.report import loss_svg, svg_data_uri
 from mh_assets.runners.train import SWANLAB_INFO
 from mh_assets.store import hash_tree, tree_size
 from mh_assets.swiftlog import parse_logging
@@ -37,6 +38,7 @@ TRAINER_PLUGIN = str(Path(__file__).parents[1] / "swift_plugins" / "trainer_proc
 # recipe fields that change how a run is saved, logged or fed, not what it computes: a run resumes across them
 BOOKKEEPING = (
     "save_steps",
+    "eval_steps",
     "save_total_limit",
     "logging_steps",
     "dataloader_num_workers",
@@ -187,7 +189,8 @@ def lora_adapter_asset(lane: Lane) -> dg.AssetsDefinition:
                 "(the other nodes must reach it), not loopback",
                 allow_retries=False,
             )
-        dataset_sha = read_json(snapshot / "manifest.json")["sha256"]
+        manifest = read_json(snapshot / "manifest.json")
+        dataset_sha = manifest["sha256"]
         result_settings = {k: v for k, v in dataclasses.asdict(recipe).items() if k not in BOOKKEEPING}
         inputs = {"base": base_version.name, "dataset": dataset_sha, "recipe": result_settings}
         run_dir = run_folder(artifacts.store.folder(key), settings_digest({**inputs, "world": launch.world_size}))
@@ -208,6 +211,7 @@ def lora_adapter_asset(lane: Lane) -> dg.AssetsDefinition:
         run = SftRun(
             model=str(model_dir(base_version)),
             dataset=str(snapshot / "train.jsonl"),
+            val_dataset=str(snapshot / "val.jsonl") if manifest.get("rows_val") else None,
             output_dir=str(run_dir),
             recipe=recipe,
             report_to="swanlab" if swanlab_cfg else "none",
@@ -252,6 +256,7 @@ def lora_adapter_asset(lane: Lane) -> dg.AssetsDefinition:
                 "resumed_from_step": resumed,
                 "global_step": log.steps,
                 "loss_history": [{"step": step, "loss": loss} for step, loss in log.losses],
+                "val_loss_history": [{"step": step, "loss": loss} for step, loss in log.val_losses],
             }
             (tmp / "summary.json").write_text(json.dumps(summary, ensure_ascii=False, indent=2), encoding="utf-8")
             final = artifacts.finalize(tmp, f"{context.run.run_id[:8]}-{version[:8]}")
@@ -269,6 +274,9 @@ def lora_adapter_asset(lane: Lane) -> dg.AssetsDefinition:
                 "global_step": log.steps,
                 "world_size": launch.world_size,
                 "swift_command": dg.MetadataValue.md(f"```\n{shell_lines(command)}\n```"),
+                "loss_curve": dg.MetadataValue.md(
+                    f"![training and validation loss]({svg_data_uri(loss_svg(log.losses, log.val_losses))})"
+                ),
                 "dataset_sha256": dataset_sha,
             },
         )

@@ -27,6 +27,7 @@ from mh_assets.benchmarks import (
     mcq_scores,
     probe_messages,
     psyqa_scores,
+    read_jsonl,
     read_reviews,
     safety_scores,
     suite_hash,
@@ -41,6 +42,7 @@ from mh_assets.models import hub_endpoint, reachable
 from mh_assets.procs import free_port, start_group, stop_group
 from mh_assets.serve import deploy_command
 from mh_assets.stats import outward, wilson_interval
+from mh_assets.valloss import conversation_losses, val_loss_scores, val_set_hash
 
 READY_TIMEOUT_S = 600
 SAMPLE_DIALOGUES = 3  # the first psyqa questions, kept with the answers for the report
@@ -244,8 +246,24 @@ def accuracy(name: str, score: float, n: int) -> dict[str, Any]:
     return {name: score, f"{name}_ci95": outward(*wilson_interval(round(score * n), n))}
 
 
+def validation_loss(target: dict[str, Any], ex: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """The model's loss on the snapshot's validation conversations (``ex["val"]``: file, limit, and the lane's
+    model_type, template and max_length) and what it was measured on; skipped, saying why, where it cannot be."""
+    val = ex.get("val")
+    if not val:
+        return {"skipped": "the dataset snapshot holds no validation split (val_share and val_min are 0)"}, None
+    if not target.get("model_dir"):
+        return {"skipped": "endpoint mode: no local model to score the validation conversations with"}, None
+    rows = read_jsonl(Path(val["file"]))[: val.get("limit")]
+    items = conversation_losses(
+        target["model_dir"], rows, val["model_type"], val["template"], val["max_length"], target["torch_dtype"]
+    )
+    return val_loss_scores(items), val_set_hash(rows)
+
+
 def evaluate(ex: dict[str, Any]) -> dict[str, Any]:
     target = dict(ex["target"])
+    val_loss, val_set = validation_loss(target, ex)  # before a server takes the GPUs
     if target["mode"] != "service":
         scores = run_suite(target, ex)
     else:
@@ -269,8 +287,9 @@ def evaluate(ex: dict[str, Any]) -> dict[str, Any]:
         finally:
             stop_group(server)
         scores["served_by"] = " ".join(command)
+    scores["benchmarks"]["val_loss"] = val_loss
     scores["target"] = {k: v for k, v in target.items() if "key" not in k}
-    scores["settings"] = evaluation_settings(target, scores["suite_sha256"], ex)
+    scores["settings"] = evaluation_settings(target, scores["suite_sha256"], ex) | {"val_set": val_set}
     (Path(ex["work_dir"]) / "scores.json").write_text(json.dumps(scores, ensure_ascii=False, indent=2), "utf-8")
     return scores
 
