@@ -107,8 +107,9 @@ Chinese counselling conversations. Model version `{version}`.
 in full. Read them before use.
 
 ## Data
-Dataset snapshot `{snapshot["id"]}` (`train.jsonl` sha256 `{snapshot["sha256"]}`) from `{snapshot["source"]}`:
-{snapshot["rows_kept"]} conversations kept of {snapshot["rows_in"]} ({snapshot["rows_quarantined"]} quarantined).
+Dataset snapshot `{snapshot["id"]}` (sha256 of `train.jsonl` then `val.jsonl`: `{snapshot["sha256"]}`)
+from `{snapshot["source"]}`: {snapshot["rows_kept"]} conversations kept of {snapshot["rows_in"]}
+({snapshot["rows_quarantined"]} quarantined); {snapshot.get("rows_val", 0)} of them held out for validation.
 
 ## Training recipe (ms-swift)
 | flag | value |

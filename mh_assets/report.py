@@ -139,7 +139,7 @@ def experiment_report(inputs: ReportInputs) -> str:
 
 ## Overview
 LoRA SFT of `{lane.base_model}` (revision `{lane.revision}`, lane `{lane.name}`) on dataset snapshot
-`{snapshot["id"]}` (its `train.jsonl` sha256, the data version: `{snapshot["sha256"]}`).
+`{snapshot["id"]}` (the sha256 of its `train.jsonl` then `val.jsonl`, the data version: `{snapshot["sha256"]}`).
 Final training loss {training.get("last_loss")} after {training.get("steps")} steps.
 Publication gates: **{verdict}**.
 
@@ -153,6 +153,7 @@ Publication gates: **{verdict}**.
 |---|---|
 | source | `{snapshot["source"]}` (revision {snapshot.get("revision") or "-"}) |
 | conversations kept / in | {snapshot["rows_kept"]} / {snapshot["rows_in"]} |
+| held out for validation (val.jsonl) | {snapshot.get("rows_val", 0)} |
 | quarantined | {snapshot["rows_quarantined"]} {snapshot["quarantine_reasons"] or ""} |
 | schemas | {snapshot["schemas"]} |
 | turns per conversation | {snapshot["turns_per_conversation"]} |
