@@ -609,8 +609,8 @@ def check_regression(
 def check_learned(scores: dict[str, Any], base: dict[str, Any] | None) -> tuple[bool, list[str]]:
     """The positive control: the fine-tuned model's loss on the held-out validation conversations is below its base
     model's, conversation by conversation, with the paired difference's 95% interval wholly below 0 and the paired
-    test agreeing. Training that changed nothing (a learning rate of 0, an adapter never merged, the wrong data or
-    chat template) fails it, on every lane."""
+    test agreeing. Training that changed nothing (a learning rate of 0, an adapter never merged) fails it, on every
+    lane. It shows the model moved toward data like its training data, not that the data was the right data."""
     tuned_result, base_result = _raw(scores, "val_loss"), _raw(base, "val_loss")
     for who, result in (("fine-tuned", tuned_result), ("base", base_result)):
         if not result.get("n"):

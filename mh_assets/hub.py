@@ -73,14 +73,11 @@ def with_retries(
 def upload_local(store: Store, folder: Path, repo_id: str, version: str, registry: str) -> Uploaded:
     """Copy into ``<registry>/<repo_id>/<version>`` of the store, atomically."""
     name = f"{registry}/{repo_id}"
-    existing = None
+    existing = store.published(name, version)
     with store.staging(name) as tmp:
-        final = tmp.parent / version
-        if final.exists():
-            existing = final
-        else:
+        if not (tmp.parent / version).exists():
             shutil.copytree(folder, tmp, dirs_exist_ok=True, copy_function=os.link)  # same disk: no copy of weights
-            final = store.finalize(tmp, version)
+        final = store.finalize(tmp, version)  # also publishes a version only this machine's copy holds
     files, size = tree_size(final)
     return Uploaded(
         target="local",
@@ -89,7 +86,7 @@ def upload_local(store: Store, folder: Path, repo_id: str, version: str, registr
         revision=version,
         files=files,
         bytes=size,
-        new_commit=existing is None,
+        new_commit=not existing,
         message=f"version {version} is already in the registry" if existing else f"copied to {final}",
     )
 

@@ -193,7 +193,7 @@ class SftRun:
 
 @dataclass(frozen=True)
 class MergeRun:
-    """``swift export`` merging a LoRA adapter into its base model (base model comes from args.json)."""
+    """``swift export`` merging a LoRA adapter into its base model (``model``, else the one args.json names)."""
 
     adapters: str
     output_dir: str
@@ -201,6 +201,7 @@ class MergeRun:
     safe_serialization: bool = True
     max_shard_size: str = "2GB"
     device_map: str | None = None
+    model: str | None = None  # the base model's folder here (None: the one the adapter's args.json names)
 
     def to_args(self) -> list[str]:
         return _to_args(self)

@@ -76,24 +76,36 @@ class Store:
         if self.remote is None:
             link = self.folder(name) / "latest"
             return link.resolve().name if link.is_symlink() and link.resolve().is_dir() else None
-        pointer = _remote(self.location(name)) / POINTER
-        return pointer.read_text(encoding="utf-8").strip() if pointer.exists() else None
+        return _read_text(_remote(self.location(name)) / POINTER)
 
     def latest(self, name: str, only: Iterable[str] | None = None) -> Path | None:
         """The newest committed version of an asset (local; fetched from the object store when needed), or
         ``None`` if it was never materialized. ``only``: the file patterns a reader needs, fetching no more."""
         version = self.latest_version(name)
-        if version is None:
-            return None
+        return None if version is None else self.version(name, version, only)
+
+    def version(self, name: str, version: str, only: Iterable[str] | None = None) -> Path | None:
+        """One committed version of an asset, local or fetched (``only`` as for ``latest``); ``None`` if it is
+        neither in the local copy nor published."""
         final = self.folder(name) / version
-        if self.remote is None or final.is_dir():
+        if final.is_dir():
             return final
+        if self.remote is None:
+            return None
         source = _remote(self.location(name, version))
+        if _read_manifest(source) is None:
+            return None
         if only is None:
             return fetch(source, final)
         only = sorted(only)
         partial = self.folder(name) / ".partial" / f"{version}-{hashlib.sha256(repr(only).encode()).hexdigest()[:8]}"
         return fetch(source, partial, only)
+
+    def published(self, name: str, version: str) -> bool:
+        """Whether a version is committed where every machine sees it (on an object store: its manifest is there)."""
+        if self.remote is None:
+            return (self.folder(name) / version).is_dir()
+        return _read_manifest(_remote(self.location(name, version))) is not None
 
     def require(self, name: str, hint: str = "") -> Path:
         found = self.latest(name)
@@ -128,7 +140,12 @@ class Store:
         if final.exists():
             shutil.rmtree(staged)
         else:
-            os.replace(staged, final)
+            try:
+                os.replace(staged, final)
+            except OSError:
+                if not final.is_dir():  # else another process finalized the same version first
+                    raise
+                shutil.rmtree(staged)
         if self.remote is not None:
             target = _remote(self.location(final.parent.relative_to(self.root).as_posix(), version))
             publish(final, target)
@@ -164,11 +181,19 @@ def _contents(folder: Path) -> tuple[dict[str, int], dict[str, str]]:
     return dict(sorted(files.items())), dict(sorted(links.items()))
 
 
-def _read_manifest(version: Any) -> dict[str, Any] | None:
-    try:  # a GET, never a cached listing: another machine may have just published it
-        return json.loads((version / MANIFEST).read_text(encoding="utf-8"))
+def _read_text(path: Any) -> str | None:
+    """An object's text, or None if there is none. Never from a cached listing (s3fs keeps them): another machine
+    may have just published it, or rewritten it."""
+    path.fs.invalidate_cache(path.path)
+    try:
+        return path.fs.cat_file(path.path).decode("utf-8").strip()
     except FileNotFoundError:
         return None
+
+
+def _read_manifest(version: Any) -> dict[str, Any] | None:
+    text = _read_text(version / MANIFEST)
+    return None if text is None else json.loads(text)
 
 
 def publish(local: Path, target: Any) -> None:

@@ -25,14 +25,18 @@ def val_set_hash(rows: list[dict[str, Any]]) -> str:
 def conversation_losses(
     model_dir: str, rows: list[dict[str, Any]], model_type: str, template: str, max_length: int, torch_dtype: str
 ) -> list[dict[str, Any]]:
-    """Each conversation's mean loss per assistant token (``{"id", "loss", "tokens"}``); a conversation whose
-    assistant turns all fall beyond ``max_length`` gets ``tokens: 0`` and no loss."""
+    """Each conversation's mean loss per assistant token (``{"id", "loss", "tokens"}``). A conversation longer
+    than ``max_length`` gets ``tokens: 0`` and no loss: training drops it too (swift's ``truncation_strategy``
+    ``delete``). The model is freed, GPU memory included, before this returns (a server starts next)."""
+    import gc
+
     import torch
     from swift import get_processor, get_template
+    from swift.template import MaxLengthError
     from transformers import AutoModelForCausalLM
 
     processor = get_processor(model_dir, model_type=model_type, download_model=False)
-    encoder = get_template(processor, template_type=template, max_length=max_length, truncation_strategy="right")
+    encoder = get_template(processor, template_type=template, max_length=max_length, truncation_strategy="raise")
     encoder.set_mode("train")
     dtype = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
     model = AutoModelForCausalLM.from_pretrained(
@@ -40,26 +44,30 @@ def conversation_losses(
         dtype=dtype.get(torch_dtype, "auto"),
         device_map="auto" if torch.cuda.is_available() else None,
     ).eval()
-    device = next(model.parameters()).device
-    out = []
-    try:
-        for row in rows:
+
+    def score(model: Any, row: dict[str, Any]) -> dict[str, Any]:
+        item: dict[str, Any] = {"id": conversation_id(row["messages"]), "tokens": 0}
+        try:
             encoded = encoder.encode({"messages": row["messages"]})
-            ids = torch.tensor([encoded["input_ids"]], device=device)
-            labels = torch.tensor([encoded["labels"]], device=device)[0, 1:]
-            tokens = int((labels != -100).sum())
-            item: dict[str, Any] = {"id": conversation_id(row["messages"]), "tokens": tokens}
-            if tokens:
-                with torch.no_grad():
-                    logits = model(input_ids=ids).logits[0, :-1].float()
-                loss = torch.nn.functional.cross_entropy(logits, labels, ignore_index=-100, reduction="sum")
-                item["loss"] = float(loss) / tokens
-            out.append(item)
+        except MaxLengthError:
+            return item
+        device = next(model.parameters()).device
+        labels = torch.tensor(encoded["labels"][1:], device=device)
+        item["tokens"] = int((labels != -100).sum())
+        if item["tokens"]:
+            with torch.no_grad():
+                logits = model(input_ids=torch.tensor([encoded["input_ids"]], device=device)).logits[0, :-1].float()
+            loss = torch.nn.functional.cross_entropy(logits, labels, ignore_index=-100, reduction="sum")
+            item["loss"] = float(loss) / item["tokens"]
+        return item
+
+    try:
+        return [score(model, row) for row in rows]
     finally:
-        del model
+        del model  # accelerate's hooks (device_map="auto") hold it in reference cycles: collect, then free
+        gc.collect()
         if torch.cuda.is_available():
-            torch.cuda.empty_cache()  # the evaluation's server starts next on the same GPUs
-    return out
+            torch.cuda.empty_cache()
 
 
 def val_loss_scores(items: list[dict[str, Any]]) -> dict[str, Any]:

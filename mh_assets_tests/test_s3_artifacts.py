@@ -4,6 +4,7 @@ and the tiny lane's snapshot, training, merge and evaluation run through it."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 from upath import UPath
 
+from mh_assets.hub import upload_local
 from mh_assets.store import MANIFEST, POINTER, MissingUpstream, hash_tree, open_store
 from mh_assets_tests.conftest import REPO, cli_env, fresh_dagster_home, moto_s3
 
@@ -140,8 +142,8 @@ def test_a_killed_upload_leaves_no_published_pointer(s3, tmp_path):
 
 @pytest.mark.e2e
 def test_the_tiny_lane_runs_through_s3_with_a_fresh_local_copy_per_machine(s3, s3_env, tmp_path):
-    """Two CLI runs stand for two machines: the first makes the snapshot, the base model and the adapter; the second,
-    with an empty local copy, merges and evaluates from what the first published."""
+    """Two CLI runs stand for two machines: the first makes the snapshot, the base model and the adapter; then its
+    local copy is deleted, and the second, with an empty one, merges and evaluates from what the first published."""
     home = fresh_dagster_home(tmp_path / "home")
 
     def materialize(keys: list[str], machine: str) -> str:
@@ -155,6 +157,7 @@ def test_the_tiny_lane_runs_through_s3_with_a_fresh_local_copy_per_machine(s3, s
     first = ["dataset_snapshot", "base_model_tiny", "training_env_tiny", "lora_adapter_tiny"]
     log = materialize(first, "machine-a")
     assert f"published {s3}/lora_adapter_tiny/" in log  # the event log says where each version went
+    shutil.rmtree(tmp_path / "machine-a")  # gone with its machine: only the bucket holds what it made
     second = ["base_scores_tiny", "merged_model_tiny", "benchmark_scores_tiny"]
     materialize(second, "machine-b")
 
@@ -163,8 +166,29 @@ def test_the_tiny_lane_runs_through_s3_with_a_fresh_local_copy_per_machine(s3, s
         version = (bucket / key / POINTER).read_text()
         assert (bucket / key / version / MANIFEST).exists(), key
     fetched = {p.parent.name for p in (tmp_path / "machine-b").glob("*/*") if p.is_dir() and p.name[0] != "."}
-    assert {"lora_adapter_tiny", "base_model_tiny"} <= fetched  # the merge read them from the bucket
+    assert {"lora_adapter_tiny", "base_model_tiny", "dataset_snapshot"} <= fetched
+    merged = bucket / "merged_model_tiny" / (bucket / "merged_model_tiny" / POINTER).read_text()
+    lineage = json.loads((merged / "lineage.json").read_text())  # what the merge and the evaluation read
+    assert lineage["base_model"] == (bucket / "base_model_tiny" / POINTER).read_text()
+    assert lineage["dataset_snapshot"] == (bucket / "dataset_snapshot" / POINTER).read_text()
     scores_version = (bucket / "benchmark_scores_tiny" / POINTER).read_text()
     scores = json.loads((bucket / "benchmark_scores_tiny" / scores_version / "scores.json").read_text())
     assert scores["benchmarks"], scores
     assert not list((bucket / "lora_adapter_tiny").glob(".runs*")), "checkpoints stay on the training machine"
+
+
+def test_a_registry_copy_only_this_machine_holds_is_published_not_taken_as_present(s3, tmp_path):
+    """A publish killed after the local rename leaves the version in the local copy alone: the retried upload must
+    publish it, not report it as already in the registry."""
+    store = open_store(s3, str(tmp_path / "a"))
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    (store.folder("registry/local/m") / "v1").mkdir(parents=True)
+    (store.folder("registry/local/m") / "v1" / "config.json").write_text("{}")
+    assert not store.published("registry/local/m", "v1")
+    result = upload_local(store, model, "local/m", "v1", "registry")
+    assert result.new_commit and store.published("registry/local/m", "v1")
+    assert (UPath(f"{s3}/registry/local/m") / POINTER).read_text() == "v1"
+    again = upload_local(store, model, "local/m", "v1", "registry")
+    assert not again.new_commit and "already in the registry" in again.message

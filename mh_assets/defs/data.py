@@ -103,7 +103,8 @@ def dataset_snapshot(
         except OSError as exc:
             raise dg.Failure(description=str(exc)) from None
         # Named by everything in it (the same rows can be kept from sources that refuse different ones); the data
-        # version is train.jsonl's hash alone, so downstream stays fresh when what trains is unchanged.
+        # version is the hash of train.jsonl then val.jsonl alone, so downstream stays fresh when what trains is
+        # unchanged.
         final = artifacts.finalize(tmp, hash_tree(tmp)[:16])
     context.log.info(
         f"snapshot {final}: kept {manifest['rows_kept']} of {manifest['rows_in']} records, "

@@ -29,6 +29,7 @@ from mh_assets.defs.common import (
 )
 from mh_assets.defs.data import SNAPSHOT
 from mh_assets.defs.resources import ArtifactStore, EvalResource, GpuResource, ProcessGroupPipesClient
+from mh_assets.defs.training import LINEAGE
 from mh_assets.lane import Lane
 from mh_assets.modelcard import safety_summary
 from mh_assets.models import model_dir as resolve_model_dir
@@ -134,11 +135,13 @@ def _evaluate(
     pipes, gpu, evaluation, artifacts = resources
     name = context.asset_key.to_user_string()
     endpoint = eval_mode(lane, config) == "endpoint"
-    model_dir = None if endpoint else resolve_model_dir(artifacts.upstream(model_key))
+    version = None if endpoint else artifacts.upstream(model_key)
+    model_dir = resolve_model_dir(version) if version else None
     try:
         files = suite_files(config.suite)
     except ValueError as exc:
         raise dg.Failure(description=str(exc)) from None
+    limits = {**lane.evaluation.limits, **config.limits}
     with artifacts.staging(name) as tmp:
         inv = pipes.run(
             context=context,
@@ -146,13 +149,13 @@ def _evaluate(
             extras={
                 "target": _target(lane, config, model_dir),
                 "suite": {k: str(v) for k, v in files.items()},
-                "limits": {**lane.evaluation.limits, **config.limits},
+                "limits": limits,
                 "max_tokens": lane.evaluation.max_tokens,
                 "work_dir": str(tmp),
                 "judge": evaluation.judge(),
                 "safety_judge": evaluation.safety_judge(),
                 "mirrors": evaluation.mirrors(),
-                "val": _validation(lane, artifacts, {**lane.evaluation.limits, **config.limits}.get("val_loss")),
+                "val": _validation(lane, artifacts, version, limits.get("val_loss")),
             },
             env={**artifacts.child_env(gpu.devices_for(lane)), **evaluation.secrets_env()},
             max_runtime_s=lane.gpu.max_step_s,
@@ -168,9 +171,15 @@ def _evaluate(
     return scores, metadata
 
 
-def _validation(lane: Lane, artifacts: ArtifactStore, limit: int | None) -> dict[str, Any] | None:
-    """The snapshot's validation conversations and how the lane encodes them for training, or None if it has none."""
-    snapshot = artifacts.latest(SNAPSHOT)
+def _validation(lane: Lane, artifacts: ArtifactStore, model_version: Path | None, limit: int | None) -> Any:
+    """The validation conversations of the snapshot the model was trained on (a merged model's lineage; the newest
+    snapshot for a base model) and how the lane encodes them for training; None if there are none."""
+    lineage = model_version / LINEAGE if model_version else None
+    trained_on = read_json(lineage).get("dataset_snapshot") if lineage and lineage.is_file() else None
+    if trained_on:
+        snapshot = artifacts.upstream_version(SNAPSHOT, trained_on, "the snapshot the model was trained on")
+    else:
+        snapshot = artifacts.latest(SNAPSHOT)
     if snapshot is None or not read_json(snapshot / "manifest.json").get("rows_val"):
         return None
     sft = lane.sft

@@ -220,7 +220,8 @@ def experiment_report_asset(lane: Lane) -> dg.AssetsDefinition:
         kinds={"markdown"},
     )
     def _asset(context: dg.AssetExecutionContext, artifacts: ArtifactStore) -> dg.MaterializeResult:
-        adapter, merged = artifacts.upstream(lane.key("lora_adapter")), artifacts.upstream(lane.key("merged_model"))
+        adapter = artifacts.upstream(lane.key("lora_adapter"))
+        merged = artifacts.upstream_location(lane.key("merged_model"))  # named, not fetched: no 65 GB download
         gated = _gated(lane, artifacts)
         summary: dict[str, Any] = read_json(adapter / "summary.json")
         log = parse_logging(adapter / "logging.jsonl")
@@ -235,8 +236,8 @@ def experiment_report_asset(lane: Lane) -> dg.AssetsDefinition:
             base=gated.base,
             gate_lines=gated.lines,
             gates_passed=gated.passed,
-            merge_command=MergeRun(adapters=str(adapter / summary["checkpoint"]), output_dir=str(merged)).to_cli(),
-            merged_path=str(merged),
+            merge_command=MergeRun(adapters=str(adapter / summary["checkpoint"]), output_dir=merged).to_cli(),
+            merged_path=merged,
         )
         text = experiment_report(inputs)
         with artifacts.staging(key) as tmp:

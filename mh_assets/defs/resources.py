@@ -122,6 +122,20 @@ class ArtifactStore(dg.ConfigurableResource):
         except MissingUpstream as exc:
             raise dg.Failure(description=str(exc)) from None
 
+    def upstream_version(self, name: str, version: str, why: str) -> Path:
+        """One version of an asset this step reads (fetched if it is remote); a step failure if it is gone."""
+        found = self.store.version(name, version)
+        if found is None:
+            raise dg.Failure(description=f"{name} version {version} ({why}) is not at {self.store.location(name)}")
+        return found
+
+    def upstream_location(self, name: str) -> str:
+        """Where the newest version of an asset is (its URL on an object store), without fetching it."""
+        version = self.store.latest_version(name)
+        if version is None:
+            self.upstream(name)  # the usual failure, naming what to materialize
+        return self.store.location(name, version)
+
     @contextmanager
     def staging(self, name: str) -> Iterator[Path]:
         with self.store.staging(name) as tmp:

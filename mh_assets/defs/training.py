@@ -44,6 +44,7 @@ BOOKKEEPING = (
     "dataloader_num_workers",
     "include_num_input_tokens_seen",
 )
+LINEAGE = "lineage.json"  # in a merged model's folder: the adapter, base model and snapshot versions it came from
 RETRY_DELAY_S = 10  # lets a crashed run's processes release their GPU memory first
 
 # what a checkpoint holds besides the adapter: training state that differs run to run
@@ -253,6 +254,8 @@ def lora_adapter_asset(lane: Lane) -> dg.AssetsDefinition:
                 "command": command,
                 "node_commands": node_commands,
                 "run_folder": str(run_dir),
+                "base_model_version": base_version.name,
+                "dataset_snapshot": snapshot.name,
                 "resumed_from_step": resumed,
                 "global_step": log.steps,
                 "loss_history": [{"step": step, "loss": loss} for step, loss in log.losses],
@@ -303,14 +306,21 @@ def merged_model_asset(lane: Lane) -> dg.AssetsDefinition:
         checkpoint = adapter / "last-checkpoint"
         if not checkpoint.exists():
             raise dg.Failure(description=f"{adapter} holds no last-checkpoint: the training run did not finish")
-        base = Path(read_json(checkpoint / "args.json")["model"])
+        summary = read_json(adapter / "summary.json")
+        # the base model version the adapter was trained on, fetched here if it lives on an object store
+        base_key = lane.key("base_model")
+        base_version = summary.get("base_model_version") or artifacts.upstream(base_key).name
+        base = model_dir(artifacts.upstream_version(base_key, base_version, f"the base of adapter {adapter.name}"))
         artifacts.store.folder(key).mkdir(parents=True, exist_ok=True)
         if problem := disk_verdict(artifacts.store.folder(key), export_space_needed(base)):
             raise dg.Failure(description=f"{key} cannot merge {base.name}: {problem}")
         with artifacts.staging(key) as tmp:
             tmp.rmdir()  # swift export silently skips saving into an existing folder
             run = MergeRun(
-                adapters=str(checkpoint.resolve()), output_dir=str(tmp), device_map=None if lane.gpu.required else "cpu"
+                adapters=str(checkpoint.resolve()),
+                output_dir=str(tmp),
+                device_map=None if lane.gpu.required else "cpu",
+                model=str(base),
             )
             inv = pipes.run(
                 context=context,
@@ -324,7 +334,13 @@ def merged_model_asset(lane: Lane) -> dg.AssetsDefinition:
                 env=artifacts.child_env(gpu.devices_for(lane)),
                 max_runtime_s=lane.gpu.max_step_s,
             )
-            version = hash_tree(tmp, exclude=("args.json",))
+            lineage = {
+                "adapter": adapter.name,
+                "base_model": base_version,
+                "dataset_snapshot": summary.get("dataset_snapshot"),
+            }
+            (tmp / LINEAGE).write_text(json.dumps(lineage, indent=2), encoding="utf-8")
+            version = hash_tree(tmp, exclude=("args.json", LINEAGE))
             final = artifacts.finalize(tmp, version[:16])
         files, size = tree_size(final)
         return dg.MaterializeResult(
