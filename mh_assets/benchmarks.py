@@ -616,9 +616,10 @@ def check_learned(scores: dict[str, Any], base: dict[str, Any] | None) -> tuple[
         if not result.get("n"):
             why = result.get("skipped") or ("the base model has no scores" if base is None else "not run")
             return False, [f"validation loss not measured on the {who} model ({why}): learning cannot be shown"]
-    differences = settings_differences(scores, base or {})
-    if differences:
-        return False, ["not comparable: " + "; ".join(differences) + ": evaluate both with the same settings"]
+    sets = [(s or {}).get("settings", {}).get("val_set") for s in (scores, base)]
+    if sets[0] != sets[1]:  # the other benchmarks' settings do not touch this figure
+        return False, [f"not comparable: the validation loss was measured on validation set {sets[1]} for the base "
+                       f"model and {sets[0]} for the fine-tuned one: evaluate the base model again"]  # fmt: skip
     compared = paired(scores, base or {}, "val_loss.mean")
     if compared is None or compared["n"] < MIN_ITEMS_FOR_BOUND:
         n = compared["n"] if compared else 0

@@ -17,9 +17,10 @@ def conversation_id(messages: list[dict[str, str]]) -> str:
     return hashlib.sha256(json.dumps(messages, ensure_ascii=False, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def val_set_hash(rows: list[dict[str, Any]]) -> str:
-    """What a validation loss was measured on: the ids of its conversations, in order."""
-    return hashlib.sha256(" ".join(conversation_id(r["messages"]) for r in rows).encode()).hexdigest()[:12]
+def val_set_hash(rows: list[dict[str, Any]], template: str, max_length: int) -> str:
+    """What decides a validation loss besides the model: its conversations (ids, in order) and how they are encoded."""
+    ids = " ".join(conversation_id(r["messages"]) for r in rows)
+    return hashlib.sha256(f"{template} {max_length} {ids}".encode()).hexdigest()[:12]
 
 
 def conversation_losses(

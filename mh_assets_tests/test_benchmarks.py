@@ -274,6 +274,8 @@ def test_learned_from_data_needs_a_real_drop_in_validation_loss():
     assert not check_learned(_val_scores(noisy), _val_scores(VAL_BASE))[0]
     # nor a drop on conversations the base was not scored on, or too few of them
     assert "not comparable" in check_learned(_val_scores(learned, "v2"), _val_scores(VAL_BASE))[1][0]
+    other_limits = {**_val_scores(VAL_BASE), "settings": {**SETTINGS, "val_set": "v1", "limits": {"psyqa": 2}}}
+    assert check_learned(_val_scores(learned), other_limits)[0]  # other benchmarks' settings do not matter here
     few = check_learned(_val_scores(learned[:5]), _val_scores(VAL_BASE[:5]))
     assert not few[0] and "at least 10" in few[1][0]
 

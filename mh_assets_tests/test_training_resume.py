@@ -28,7 +28,8 @@ pytestmark = pytest.mark.e2e
 TINY = load_lanes()["tiny"]
 ADAPTER = TINY.key("lora_adapter")
 DAGSTER = Path(sys.executable).parent / "dagster"
-SAVE_STEPS = 20  # a checkpoint every 20 of the run's 184 steps: a kill lands mid-run, after at least one
+STEPS = 164  # the shipped sample's 164 training conversations (20 held out), batch 4, 4 epochs
+SAVE_STEPS = 20  # a checkpoint every 20 of the run's steps: a kill lands mid-run, after at least one
 CONFIG = {"save_steps": SAVE_STEPS}
 
 
@@ -109,7 +110,7 @@ def _summary(root: Path) -> dict:
 
 def _assert_resumed(summary: dict, step: int) -> None:
     assert summary["resumed_from_step"] == step
-    assert summary["global_step"] == summary["max_steps"] == 184
+    assert summary["global_step"] == summary["max_steps"] == STEPS
     steps = [entry["step"] for entry in summary["loss_history"]]
     assert steps == sorted(set(steps)), "one loss entry per step, even for steps logged twice around the kill"
     assert steps[0] < step < steps[-1]
@@ -140,7 +141,7 @@ def test_killed_cli_run_leaves_no_trainer_and_resumes_from_its_checkpoint(root: 
     run = first.path.parent
     assert _wait_until_gone(str(run)) == [], "the trainer outlived its killed step"
     killed_at, _ = resume_point(run)
-    assert killed_at is not None and killed_at.step < 184, "training finished before the kill: nothing to resume"
+    assert killed_at is not None and killed_at.step < STEPS, "training finished before the kill: nothing to resume"
     assert not (root / ADAPTER / "latest").exists()
     logged = _progress_messages(home)
     assert all(" loss " in m and "tokens/s" in m and "ETA" in m for m in logged), logged
@@ -160,8 +161,8 @@ def test_killed_cli_run_leaves_no_trainer_and_resumes_from_its_checkpoint(root: 
     last = _materialize(root, home)
     output, _ = last.communicate(timeout=900)
     assert last.returncode == 0, output[-3000:]
-    assert "the run finished at step 184 before it was published" in output and "training step" not in output
-    assert _summary(root)["global_step"] == 184
+    assert f"the run finished at step {STEPS} before it was published" in output and "training step" not in output
+    assert _summary(root)["global_step"] == STEPS
 
 
 def test_a_killed_trainer_is_retried_once_and_resumes_even_when_asked_to_start_fresh(root: Path):

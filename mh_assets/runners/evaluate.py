@@ -258,7 +258,7 @@ def validation_loss(target: dict[str, Any], ex: dict[str, Any]) -> tuple[dict[st
     items = conversation_losses(
         target["model_dir"], rows, val["model_type"], val["template"], val["max_length"], target["torch_dtype"]
     )
-    return val_loss_scores(items), val_set_hash(rows)
+    return val_loss_scores(items), val_set_hash(rows, val["template"], val["max_length"])
 
 
 def evaluate(ex: dict[str, Any]) -> dict[str, Any]:
