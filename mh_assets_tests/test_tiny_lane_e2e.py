@@ -3,6 +3,7 @@
 import base64
 import json
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ import pytest
 from mh_assets import defs
 from mh_assets.lane import STAGES, load_lanes
 from mh_assets.models import LOAD_STATE_KEYS
+from mh_assets.store import Store
 from mh_assets.swiftlog import parse_logging
 from mh_assets_tests.conftest import REPO, cli_env, fresh_dagster_home
 
@@ -477,6 +479,20 @@ def test_publishing_needs_a_persons_approval_of_the_current_scores(tiny_run, mon
     assert evaluated.success  # new scores: the approval no longer covers them
     message = upload_failure()
     assert "is stale" in message and "approve" in message and "safety_review_tiny" in message
+
+
+def test_a_merge_that_left_the_adapter_out_fails_learned_from_data(tiny_run, monkeypatch):
+    """A merged model whose weights are its base's (the adapter never applied) is scored and caught; the next
+    test re-materializes the lane's merged model."""
+    monkeypatch.setenv("MH_ARTIFACTS_DIR", str(tiny_run.root))
+    store = Store(tiny_run.root)
+    with store.staging("merged_model_tiny") as tmp:
+        shutil.copytree(_latest(tiny_run.root, "base_model_tiny"), tmp, dirs_exist_ok=True)
+        store.finalize(tmp, "base-weights-only")
+    result = _run(tiny_run, ["base_scores_tiny", "benchmark_scores_tiny"])
+    (check,) = [e for e in result.get_asset_check_evaluations() if e.check_name == "learned_from_data"]
+    assert not check.passed and "the model did not learn from the data" in check.description
+    assert check.metadata["delta"].value == 0.0
 
 
 def test_a_learning_rate_of_0_fails_the_lane_at_learned_from_data(tiny_run, monkeypatch):
