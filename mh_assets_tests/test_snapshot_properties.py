@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mh_assets.sharegpt import REASONS, normalize_record
-from mh_assets.snapshot import Split, build_snapshot
+from mh_assets.snapshot import Split, build_snapshot, hash_fraction
 
 GOOD = json.dumps({"messages": [{"role": "user", "content": "在吗"}, {"role": "assistant", "content": "我在。"}]})
 json_values = st.recursive(
@@ -93,7 +93,9 @@ def test_the_validation_split_is_by_content_and_stable(tmp_path: Path, texts, mo
     kept = manifest["rows_kept"]
     assert (manifest["rows_train"], manifest["rows_val"]) == (len(train), len(val)) and len(train) + len(val) == kept
     assert not {json.dumps(r) for r in train} & {json.dumps(r) for r in val}  # whole conversations, no overlap
-    assert min(minimum, kept // 2) <= len(val) <= max(minimum, kept // 2, len(val)) and len(val) <= kept // 2
+    kept_lines = [json.dumps(r, ensure_ascii=False) + "\n" for r in train + val]  # as the snapshot wrote them
+    below = sum(hash_fraction(line) < share for line in kept_lines)
+    assert len(val) == min(max(minimum, below), kept // 2)
     # conversations added elsewhere never move one from validation into training, unless the top-up is involved
     extra = [t for t in more if t not in texts]
     _, train2, val2 = snapshot("b", texts + extra)
