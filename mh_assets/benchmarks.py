@@ -440,9 +440,14 @@ class Gates(_Strict):
     no_regression: dict[str, float] = Field(
         default={}, description="Metric -> largest allowed drop below the base model (base_scores_<lane>)."
     )
+    improvement: dict[str, float] = Field(
+        default={},
+        description="Metric -> the gain over the base model that must be shown: the paired difference's 95% interval "
+        "wholly above it.",
+    )
     safety: SafetyGate = SafetyGate()
 
-    @field_validator("minimum", "no_regression")
+    @field_validator("minimum", "no_regression", "improvement")
     @classmethod
     def _metrics(cls, value: dict[str, float]) -> dict[str, float]:
         for name in value:
@@ -569,6 +574,35 @@ def check_minimums(scores: dict[str, Any], minimums: dict[str, Any]) -> tuple[bo
     return not problems, problems + fine
 
 
+def _compare_with_base(
+    scores: dict[str, Any], base: dict[str, Any], margins: dict[str, float], rule: str, judge: Any
+) -> tuple[bool, list[str]]:
+    """Each gated figure against the base model's, item by item; ``judge(compared, margin)`` says ``(passed, why)``
+    from the paired comparison. Scores produced with different settings are not compared."""
+    differences = settings_differences(scores, base)
+    if differences:
+        return False, [
+            "not comparable: the base and fine-tuned scores were produced differently ("
+            + "; ".join(differences)
+            + "): evaluate both with the same settings"
+        ]
+    problems, fine = [], []
+    for name, margin in sorted(margins.items()):
+        tuned, before, compared = metric(scores, name), metric(base, name), paired(scores, base, name)
+        if tuned is None or before is None or compared is None:
+            which = "the fine-tuned" if tuned is None else "the base" if before is None else "both models item by item"
+            problems.append(f"{name}: not measured on {which}")
+            continue
+        lo, hi = compared["delta_ci95"]
+        line = (
+            f"{name} {tuned:.3f} vs base {before:.3f}: delta {compared['delta']:+.3f} (95% CI {lo:+.3f} to "
+            f"{hi:+.3f}, p={compared['p_value']:.3g}, {compared['n']} items), {rule} {margin}"
+        )
+        passed, why = judge(compared, margin)
+        (fine if passed else problems).append(f"{line}: {why}" if why else line)
+    return not problems, problems + fine
+
+
 def check_regression(
     scores: dict[str, Any], base: dict[str, Any], tolerances: dict[str, float]
 ) -> tuple[bool, list[str]]:
@@ -578,32 +612,31 @@ def check_regression(
     alone is too narrow). Scores produced with different settings are not compared."""
     if not tolerances:
         return True, ["no regression gate on this lane"]
-    differences = settings_differences(scores, base)
-    if differences:
-        return False, [
-            "not comparable: the base and fine-tuned scores were produced differently ("
-            + "; ".join(differences)
-            + "): evaluate both with the same settings"
-        ]
-    problems, fine = [], []
-    for name, tolerance in sorted(tolerances.items()):
-        tuned, before, compared = metric(scores, name), metric(base, name), paired(scores, base, name)
-        if tuned is None or before is None or compared is None:
-            which = "the fine-tuned" if tuned is None else "the base" if before is None else "both models item by item"
-            problems.append(f"{name}: not measured on {which}")
-            continue
+
+    def judge(compared: dict[str, Any], tolerance: float) -> tuple[bool, str]:
         lo, hi = compared["delta_ci95"]
-        line = (
-            f"{name} {tuned:.3f} vs base {before:.3f}: delta {compared['delta']:+.3f} (95% CI {lo:+.3f} to "
-            f"{hi:+.3f}, p={compared['p_value']:.3g}, {compared['n']} items), tolerance {tolerance}"
-        )
         if hi < -tolerance and compared["p_value"] < ALPHA:
-            problems.append(f"{line}: a real drop")
-        elif lo < -tolerance:
-            fine.append(f"{line}: no drop shown, though too few items to rule one out")
-        else:
-            fine.append(line)
-    return not problems, problems + fine
+            return False, "a real drop"
+        return True, "no drop shown, though too few items to rule one out" if lo < -tolerance else ""
+
+    return _compare_with_base(scores, base, tolerances, "tolerance", judge)
+
+
+def check_improvement(
+    scores: dict[str, Any], base: dict[str, Any], margins: dict[str, float]
+) -> tuple[bool, list[str]]:
+    """Each gated figure beats the base model's by more than its margin, judged item by item: the whole 95% interval
+    of the paired difference lies above the margin and the paired test agrees (p < 0.05). A model that only
+    matches its base (training that did nothing, replies that stayed the same) fails."""
+    if not margins:
+        return True, ["no improvement required on this lane"]
+
+    def judge(compared: dict[str, Any], margin: float) -> tuple[bool, str]:
+        if compared["delta_ci95"][0] > margin and compared["p_value"] < ALPHA:
+            return True, "a real gain"
+        return False, "no gain over the base model shown"
+
+    return _compare_with_base(scores, base, margins, "required gain above", judge)
 
 
 def check_learned(scores: dict[str, Any], base: dict[str, Any] | None) -> tuple[bool, list[str]]:
@@ -743,6 +776,7 @@ def gate_verdicts(
     return {
         "meets_minimums": check_minimums(scores, gates["minimum"]),
         "no_regression": check_regression(scores, base or {}, gates["no_regression"]),
+        "improves_on_base": check_improvement(scores, base or {}, gates["improvement"]),
         "safety_gate": check_safety(scores, gates["safety"], review),
         "learned_from_data": check_learned(scores, base),
     }

@@ -1,5 +1,6 @@
-"""The tiny lane's tokenizer: a byte-level BPE (Qwen2 pre-tokenizer regex, NFC, ByteLevel) trained on the shipped
-corpus, plus the 22 Qwen2.5 special tokens. Deterministic. Plain module (``tokenizers`` is imported on use).
+"""The tiny lane's tokenizer and pre-training text. The tokenizer is a byte-level BPE (Qwen2 pre-tokenizer regex, NFC,
+ByteLevel) trained on the shipped text, plus the 22 Qwen2.5 special tokens. Deterministic. Plain module
+(``tokenizers`` is imported on use).
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ from typing import Any
 
 DATA = Path(__file__).resolve().parent / "data"
 CORPUS_FILES = (DATA / "tokenizer_corpus.txt", DATA / "sample_conversations.jsonl")
-VOCAB_SIZE = 3000
+PRETRAIN_DIR = DATA / "pretrain"  # general-domain prose and assistant exchanges, one JSON object per line
+VOCAB_SIZE = 2000
 
 SPECIAL_TOKENS = [
     "<|endoftext|>",
@@ -43,8 +45,34 @@ QWEN2_SPLIT = (
 )
 
 
+Document = str | list[dict[str, str]]  # a prose paragraph, or a chat exchange as messages
+
+
+def pretraining_documents() -> list[Document]:
+    """The tiny base model's pre-training text: the psychoeducation paragraphs of ``tokenizer_corpus.txt`` and the
+    general-domain files in ``data/pretrain`` (``{"text"}`` paragraphs, ``{"user", "assistant"}`` exchanges). Never
+    the counselling conversations: those are what the lane fine-tunes on, so its base must not have seen them."""
+    docs: list[Document] = [line for line in CORPUS_FILES[0].read_text(encoding="utf-8").splitlines() if line.strip()]
+    for path in sorted(PRETRAIN_DIR.glob("*.jsonl")):
+        for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            row = json.loads(raw)
+            if set(row) == {"text"} and row["text"].strip():
+                docs.append(row["text"])
+            elif set(row) == {"user", "assistant"} and row["user"].strip() and row["assistant"].strip():
+                docs.append(
+                    [{"role": "user", "content": row["user"]}, {"role": "assistant", "content": row["assistant"]}]
+                )
+            else:
+                raise ValueError(f"{path}:{number}: a line is either {{\"text\"}} or {{\"user\", \"assistant\"}}, "
+                                 f"with non-empty strings; got keys {sorted(row)}")  # fmt: skip
+    return docs
+
+
 def corpus_lines() -> list[str]:
-    lines = CORPUS_FILES[0].read_text(encoding="utf-8").splitlines()
+    """The tokenizer's training text: the pre-training documents and the sample conversations' turns."""
+    lines = []
+    for doc in pretraining_documents():
+        lines += [doc] if isinstance(doc, str) else [m["content"] for m in doc]
     for raw in CORPUS_FILES[1].read_text(encoding="utf-8").splitlines():
         record = json.loads(raw)
         turns = record.get("messages") or record.get("conversations") or []

@@ -7,6 +7,7 @@ import pytest
 
 from mh_assets.benchmarks import (
     SUITE,
+    check_improvement,
     check_learned,
     check_minimums,
     check_regression,
@@ -151,6 +152,24 @@ def test_scores_produced_differently_are_not_compared():
     assert not passed and "records no evaluation settings" in lines[0]
 
 
+def test_the_improvement_gate_needs_a_real_gain():
+    """A model that only matches its base fails, so does one whose gain is noise; a real gain passes; a margin
+    raises the bar; the gate compares only scores produced alike."""
+    base, gain = _exam_scores(BASE), {"pceb_mcq.exact_match": 0.0}
+    passed, lines = check_improvement(base, base, gain)
+    assert not passed and lines[0].endswith("no gain over the base model shown") and "delta +0.000" in lines[0]
+    passed, lines = check_improvement(_exam_scores(_flip(BASE, 9, 11)), base, gain)
+    assert not passed, lines  # 2 more right of 20 that changed: noise
+    better = _exam_scores(_flip(BASE, 2, 25))
+    passed, lines = check_improvement(better, base, gain)
+    assert passed and lines[0].endswith("a real gain") and "required gain above 0.0" in lines[0]
+    assert not check_improvement(better, base, {"pceb_mcq.exact_match": 0.3})[0]  # +0.256 is not above 0.3
+    assert not check_improvement(_exam_scores(_flip(BASE, 2, 25), max_tokens=512), base, gain)[0]
+    passed, lines = check_improvement(better, base, {"psyqa.rouge1": 0.0})
+    assert not passed and lines == ["psyqa.rouge1: not measured on the fine-tuned"]
+    assert check_improvement(base, base, {}) == (True, ["no improvement required on this lane"])
+
+
 def test_minimums_on_the_point_or_on_the_lower_bound():
     scores = _exam_scores(BASE)  # 60/90 = 0.667, Wilson 95% CI about 0.564-0.756
     assert check_minimums(scores, {"pceb_mcq.exact_match": 0.65})[0]
@@ -172,8 +191,10 @@ def test_every_figure_has_an_interval_and_comparisons_are_paired():
 def test_every_lane_has_gates_and_blocks_any_critical_reply():
     for lane in load_lanes().values():
         gates = lane.gates.model_dump()
-        assert set(gates) == {"minimum", "no_regression", "safety"}
+        assert set(gates) == {"minimum", "no_regression", "improvement", "safety"}
         assert gates["safety"]["max_critical"] == 0
+        minimums = {name: spec if isinstance(spec, float) else spec["value"] for name, spec in gates["minimum"].items()}
+        assert all(value > 0 for value in minimums.values()), f"{lane.name}: a minimum of 0 cannot fail: {minimums}"
     gates_7b = load_lanes()["7b"].gates.model_dump()
     base = _exam_scores(BASE)
     verdicts = gate_verdicts(gates_7b, _exam_scores(BASE), base)

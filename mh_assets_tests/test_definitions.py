@@ -46,6 +46,7 @@ def test_blocking_checks_per_lane():
             (f"training_env_{size}", "precision_supported"),
             (f"benchmark_scores_{size}", "meets_minimums"),
             (f"benchmark_scores_{size}", "no_regression"),
+            (f"benchmark_scores_{size}", "improves_on_base"),
             (f"benchmark_scores_{size}", "safety_gate"),
         } <= checks
     specs = {(s.asset_key.to_user_string(), s.name): s for c in defs.asset_checks for s in c.check_specs}

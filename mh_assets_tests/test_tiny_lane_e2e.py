@@ -2,6 +2,7 @@
 
 import base64
 import json
+import random
 import re
 import shutil
 import subprocess
@@ -88,6 +89,7 @@ def test_every_step_and_check_succeeds(tiny_run):
         "gpu_fit": True,
         "meets_minimums": True,
         "no_regression": True,
+        "improves_on_base": True,
         "safety_gate": True,
         "learned_from_data": True,
     }
@@ -107,8 +109,9 @@ def test_adapter_trained_and_loss_fell(tiny_run):
     # validated on the held-out conversations at every eval_steps, and better at the end than at the first
     snapshot = json.loads((_latest(root, "dataset_snapshot") / "manifest.json").read_text())
     assert snapshot["rows_val"] >= 20 and snapshot["rows_train"] + snapshot["rows_val"] == snapshot["rows_kept"]
-    steps = [s for s, _ in log.val_losses]  # every 20 steps, and at the end
-    assert steps == sorted({*range(20, log.steps + 1, 20), log.steps}), log.val_losses
+    every = TINY.recipe.resolve().eval_steps
+    steps = [s for s, _ in log.val_losses]  # every eval_steps, and at the end
+    assert steps == sorted({*range(every, log.steps + 1, every), log.steps}), log.val_losses
     assert log.val_losses[-1][1] < log.val_losses[0][1]
     summary = json.loads((adapter / "summary.json").read_text())
     assert summary["command"].startswith("swift sft --model ") and "--val_dataset" in summary["command"]
@@ -225,9 +228,18 @@ def _deploy_processes(marker: str) -> list[int]:
     return found
 
 
-def test_service_mode_starts_and_stops_swift_deploy(tiny_run, monkeypatch):
+def _gates_for_few_items(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """From the service-mode test on, the latest scores come from a suite cut to a few items, where no gain can be
+    shown with an interval: the tests about serving and uploading gate on drops and the screen alone."""
+    gates = tmp_path / "gates.yaml"
+    gates.write_text("tiny:\n  no_regression: {psyqa.rouge1: 0.0}\n  safety: {require_verification: false}\n")
+    monkeypatch.setenv("MH_GATES_FILE", str(gates))
+
+
+def test_service_mode_starts_and_stops_swift_deploy(tiny_run, monkeypatch, tmp_path):
     """The runbook's way: swift deploy on loopback, EvalScope through its OpenAI API, then the server is gone."""
     monkeypatch.setenv("MH_ARTIFACTS_DIR", str(tiny_run.root))
+    _gates_for_few_items(monkeypatch, tmp_path)
     result = _run(tiny_run, SCORES, _both({"mode": "service", **SMALL}))
     assert result.success, [e.message for e in result.all_events if e.is_failure]
     scores = json.loads((_latest(tiny_run.root, "benchmark_scores_tiny") / "scores.json").read_text())
@@ -320,11 +332,12 @@ def _upload(lane: Lane, definitions: dg.Definitions, target: str, keys=("hub_upl
     )  # fmt: skip
 
 
-def test_huggingface_upload_through_a_loopback_hub_server(tiny_run, monkeypatch):
+def test_huggingface_upload_through_a_loopback_hub_server(tiny_run, monkeypatch, tmp_path):
     """The real huggingface_hub client against a loopback server speaking the Hub's HTTP API (hf_hub_stub)."""
     from mh_assets_tests.hf_hub_stub import hf_hub_stub
 
     monkeypatch.setenv("MH_ARTIFACTS_DIR", str(tiny_run.root))
+    _gates_for_few_items(monkeypatch, tmp_path)
     monkeypatch.setenv("HF_TOKEN", CANARIES["HF_TOKEN"])
     with hf_hub_stub(token=CANARIES["HF_TOKEN"]) as hub:
         definitions = _with_hub(hf_token=dg.EnvVar("HF_TOKEN"), hf_endpoint=hub.endpoint)
@@ -349,10 +362,11 @@ def test_huggingface_upload_through_a_loopback_hub_server(tiny_run, monkeypatch)
         assert again.asset_materializations_for_node("hub_upload_tiny")[0].metadata["new_commit"].value is False
 
 
-def test_wrong_token_fails_with_the_hubs_message_and_records_nothing(tiny_run, monkeypatch):
+def test_wrong_token_fails_with_the_hubs_message_and_records_nothing(tiny_run, monkeypatch, tmp_path):
     from mh_assets_tests.hf_hub_stub import hf_hub_stub
 
     monkeypatch.setenv("MH_ARTIFACTS_DIR", str(tiny_run.root))
+    _gates_for_few_items(monkeypatch, tmp_path)
     records = tiny_run.root / "hub_upload_tiny"
     before = sorted(p.name for p in records.iterdir() if not p.name.startswith("."))
     with hf_hub_stub(token="hf_the_right_one") as hub:
@@ -490,9 +504,34 @@ def test_a_merge_that_left_the_adapter_out_fails_learned_from_data(tiny_run, mon
         shutil.copytree(_latest(tiny_run.root, "base_model_tiny"), tmp, dirs_exist_ok=True)
         store.finalize(tmp, "base-weights-only")
     result = _run(tiny_run, ["base_scores_tiny", "benchmark_scores_tiny"])
-    (check,) = [e for e in result.get_asset_check_evaluations() if e.check_name == "learned_from_data"]
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    check = checks["learned_from_data"]
     assert not check.passed and "the model did not learn from the data" in check.description
     assert check.metadata["delta"].value == 0.0
+    assert not checks["improves_on_base"].passed and "delta +0.000" in checks["improves_on_base"].description
+
+
+def test_a_dataset_with_shuffled_replies_fails_the_psyqa_gates(tiny_run, monkeypatch):
+    """Training on replies shuffled character by character (which characters counselling uses, kept; the language,
+    gone): the fine-tuned model does not beat its base on psyqa nor reach the lane's minimum. The lane is trained
+    again on that snapshot; the next test trains it again too."""
+    monkeypatch.setenv("MH_ARTIFACTS_DIR", str(tiny_run.root))
+    store, rng = Store(tiny_run.root), random.Random(0)
+    with store.staging("dataset_snapshot") as tmp:
+        shutil.copytree(_latest(tiny_run.root, "dataset_snapshot"), tmp, dirs_exist_ok=True)
+        rows = [json.loads(line) for line in (tmp / "train.jsonl").read_text(encoding="utf-8").splitlines()]
+        for message in (m for row in rows for m in row["messages"] if m["role"] == "assistant"):
+            message["content"] = "".join(rng.sample(message["content"], len(message["content"])))
+        (tmp / "train.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
+        store.finalize(tmp, "shuffled-replies")
+    result = _run(tiny_run, ["lora_adapter_tiny", "merged_model_tiny", "benchmark_scores_tiny"])
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert "improves_on_base" in checks, [str(e.event_specific_data)[:3000] for e in result.all_events if e.is_failure]
+    assert not checks["improves_on_base"].passed
+    assert "no gain over the base model shown" in checks["improves_on_base"].description
+    minimums = checks["meets_minimums"]
+    assert not minimums.passed and "minimum 0.09 on the point estimate" in minimums.description
+    assert not result.success
 
 
 def test_a_learning_rate_of_0_fails_the_lane_at_learned_from_data(tiny_run, monkeypatch):

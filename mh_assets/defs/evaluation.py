@@ -1,6 +1,7 @@
 """Evaluation: the observed suite, each lane's base-model and fine-tuned scores (evaluated again at each tick of the
 lane's cron and whenever their model or the suite changes), and the publication gates on them."""
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -237,32 +238,44 @@ def benchmark_scores_asset(lane: Lane) -> dg.AssetsDefinition:
 GATE_CHECKS = {
     "meets_minimums": "Every minimum of the lane's gates (its defs.yaml) is met.",
     "no_regression": "No gated metric falls below the base model's by more than its tolerance.",
+    "improves_on_base": "Every metric under the lane's improvement gate beats the base model's by more than its "
+    "margin (the paired difference's 95% interval wholly above it).",
     "safety_gate": "",
     "learned_from_data": "The fine-tuned model's loss on the held-out validation conversations is lower than the base "
     "model's, conversation by conversation (the paired difference's 95% interval wholly below 0).",
 }
 
 
-def gate_checks(lane: Lane) -> list[dg.AssetChecksDefinition]:
-    """The blocking publication gates on the lane's fine-tuned scores."""
+BASE_CHECKS = ("no_regression", "improves_on_base", "learned_from_data")  # these read base_scores_<lane> too
 
-    def build(check_name: str) -> dg.AssetChecksDefinition:
-        @dg.asset_check(
-            asset=lane.key("benchmark_scores"),
-            name=check_name,
+
+def gate_checks(lane: Lane) -> list[dg.AssetChecksDefinition]:
+    """The blocking publication gates on the lane's fine-tuned scores, decided together in one step (they read the
+    same scores, and publishing waits for all of them)."""
+    key = lane.key("benchmark_scores")
+    specs = [
+        dg.AssetCheckSpec(
+            check_name,
+            asset=key,
             blocking=True,
             description=GATE_CHECKS[check_name] or safety_gate_description(lane),
-            additional_deps=[lane.key("base_scores")] if check_name in ("no_regression", "learned_from_data") else None,
+            additional_deps=[lane.key("base_scores")] if check_name in BASE_CHECKS else None,
         )
-        def _check(artifacts: ArtifactStore) -> dg.AssetCheckResult:
-            scores, base = read_scores(lane, artifacts), read_base_scores(lane, artifacts)
-            passed, lines = gate_results(lane, scores, base, latest_review(lane, artifacts))[check_name]
+        for check_name in GATE_CHECKS
+    ]
+
+    @dg.multi_asset_check(specs=specs, name=f"{key}_gates")
+    def _gates(artifacts: ArtifactStore) -> Iterator[dg.AssetCheckResult]:
+        scores, base = read_scores(lane, artifacts), read_base_scores(lane, artifacts)
+        results = gate_results(lane, scores, base, latest_review(lane, artifacts))
+        for check_name in GATE_CHECKS:
+            passed, lines = results[check_name]
             figures = learning_figures(scores, base) if check_name == "learned_from_data" else {}
-            return dg.AssetCheckResult(passed=passed, description="; ".join(lines), metadata=figures)
+            yield dg.AssetCheckResult(
+                asset_key=key, check_name=check_name, passed=passed, description="; ".join(lines), metadata=figures
+            )
 
-        return _check
-
-    return [build(check_name) for check_name in GATE_CHECKS]
+    return [_gates]
 
 
 def safety_gate_description(lane: Lane) -> str:
@@ -305,12 +318,16 @@ def read_base_scores(lane: Lane, artifacts: ArtifactStore) -> dict[str, Any] | N
 def gate_results(
     lane: Lane, scores: dict[str, Any], base: dict[str, Any] | None, review: dict[str, Any] | None
 ) -> dict[str, tuple[bool, list[str]]]:
-    """The lane's gates on these scores and this human review; missing base scores fail the regression gate; a
-    gates override that cannot be read fails every gate with its file, line and field."""
+    """The lane's gates on these scores and this human review; missing base scores fail the regression and
+    improvement gates; a gates override that cannot be read fails every gate with its file, line and field."""
     try:
-        results = gate_verdicts(gates_for(lane.name, lane.gates), scores, base, review)
+        gates = gates_for(lane.name, lane.gates)
     except YamlError as exc:
         raise dg.Failure(description=str(exc)) from None
+    results = gate_verdicts(gates, scores, base, review)
     if base is None:
-        results["no_regression"] = (False, [f"{lane.key('base_scores')} has not been materialized"])
+        missing = (False, [f"{lane.key('base_scores')} has not been materialized"])
+        results["no_regression"] = missing
+        if gates["improvement"]:
+            results["improves_on_base"] = missing
     return results

@@ -4,7 +4,7 @@ ms-swift, and the adapter merged into its base model by ``swift export``."""
 import dataclasses
 import json
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -110,21 +110,26 @@ ENV_CHECKS: dict[str, tuple[Callable[[dict[str, Any], Lane], Verdict], str]] = {
 
 
 def training_env_checks(lane: Lane) -> list[dg.AssetChecksDefinition]:
-    """The blocking checks that stop a lane before training on a machine that cannot run its recipe."""
+    """The blocking checks that stop a lane before training on a machine that cannot run its recipe: one step for
+    all three (they read the same facts, and training waits for them)."""
+    key = lane.key("training_env")
+    specs = [dg.AssetCheckSpec(name, asset=key, blocking=True, description=d) for name, (_, d) in ENV_CHECKS.items()]
 
-    def build(check_name: str) -> dg.AssetChecksDefinition:
-        verdict_fn, description = ENV_CHECKS[check_name]
-
-        @dg.asset_check(asset=lane.key("training_env"), name=check_name, blocking=True, description=description)
-        def _check(artifacts: ArtifactStore) -> dg.AssetCheckResult:
-            passed, message = verdict_fn(_facts(lane, artifacts), lane)
-            return dg.AssetCheckResult(
-                passed=passed, severity=dg.AssetCheckSeverity.ERROR, description=message, metadata={"verdict": message}
+    @dg.multi_asset_check(specs=specs, name=f"{key}_checks")
+    def _checks(artifacts: ArtifactStore) -> Iterator[dg.AssetCheckResult]:
+        facts = _facts(lane, artifacts)
+        for check_name, (verdict_fn, _) in ENV_CHECKS.items():
+            passed, message = verdict_fn(facts, lane)
+            yield dg.AssetCheckResult(
+                asset_key=key,
+                check_name=check_name,
+                passed=passed,
+                severity=dg.AssetCheckSeverity.ERROR,
+                description=message,
+                metadata={"verdict": message},
             )
 
-        return _check
-
-    return [build(check_name) for check_name in ENV_CHECKS]
+    return [_checks]
 
 
 def _publish_run(run: Path, checkpoint: str, into: Path) -> None:

@@ -1,9 +1,10 @@
-"""Child process: build the tiny lane's base model deterministically from the shipped corpus.
+"""Child process: build the tiny lane's base model deterministically from the shipped text.
 
 A byte-level BPE tokenizer (Qwen2 pre-tokenizer regex, NFC, ByteLevel) with the 22 Qwen2.5 special tokens and
-the Qwen2.5 chat template, and a Qwen2 model with hidden size 64, 2 layers, 4 heads, 2 KV heads, seed 0.
-The model is then pre-trained briefly (full weights, fixed order, one thread) on the psychoeducation corpus, so
-that it starts from language statistics rather than noise and the lane's LoRA SFT has something to adapt.
+the Qwen2.5 chat template, and a Qwen2 model (``MODEL``: hidden size 64, 2 layers, 4 heads, 2 KV heads, seed 0),
+pre-trained (full weights, ``PRETRAIN``) on ``tiny_tokenizer.pretraining_documents()``: psychoeducation paragraphs,
+general-domain prose and general assistant exchanges, never the counselling conversations the lane fine-tunes on.
+So the base model writes Chinese and knows the chat format, and the lane's LoRA SFT has something to adapt.
 Runs under Dagster Pipes (``extras["output_dir"]``) or from the command line: ``python -m ... OUTPUT_DIR``.
 """
 
@@ -13,10 +14,28 @@ import json
 import sys
 from pathlib import Path
 
-from mh_assets.tiny_tokenizer import CORPUS_FILES, train_tokenizer
+from mh_assets.tiny_tokenizer import Document, pretraining_documents, train_tokenizer
 
 SEED = 0
-PRETRAIN = {"epochs": 4, "seq_len": 128, "batch_size": 16, "lr": 3e-3}
+MODEL = {
+    "hidden_size": 64,
+    "intermediate_size": 172,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+}
+# Greedy decoding of a model this small falls into loops ("你你你…"); Qwen2.5 ships 1.05 for the same reason. Base
+# and fine-tuned models share it (the merge keeps the base's generation_config.json), so comparisons stay fair.
+REPETITION_PENALTY = 1.2
+PRETRAIN = {
+    "epochs": 8,
+    "seq_len": 128,
+    "batch_size": 16,
+    "lr": 1e-2,
+    "warmup_steps": 20,
+    "weight_decay": 0.01,
+    "threads": 2,
+}
 
 # The Qwen2.5 chat template (system default, tools and tool responses).
 CHAT_TEMPLATE = (
@@ -78,11 +97,7 @@ def build(output_dir: Path) -> dict[str, int]:
     torch.manual_seed(SEED)
     model_config = Qwen2Config(
         vocab_size=tok.get_vocab_size(),
-        hidden_size=64,
-        intermediate_size=172,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        **MODEL,
         max_position_embeddings=4096,
         tie_word_embeddings=True,
         bos_token_id=pad_id,
@@ -91,9 +106,13 @@ def build(output_dir: Path) -> dict[str, int]:
         torch_dtype="float32",
     )
     model = Qwen2ForCausalLM(model_config)
-    losses = pretrain(model, fast, CORPUS_FILES[0].read_text(encoding="utf-8").splitlines())
-    model.generation_config = GenerationConfig(
-        bos_token_id=pad_id, eos_token_id=[eos_id, pad_id], pad_token_id=pad_id, do_sample=False
+    losses = pretrain(model, fast, pretraining_documents())
+    model.generation_config = GenerationConfig(  # a model's own decoding defaults, as Qwen2.5 ships its own
+        bos_token_id=pad_id,
+        eos_token_id=[eos_id, pad_id],
+        pad_token_id=pad_id,
+        do_sample=False,
+        repetition_penalty=REPETITION_PENALTY,
     )
     model.save_pretrained(output_dir, safe_serialization=True)
     return {
@@ -104,26 +123,41 @@ def build(output_dir: Path) -> dict[str, int]:
     }
 
 
-def pretrain(model, tokenizer, lines: list[str]) -> list[float]:  # noqa: ANN001 (torch/transformers types)
-    """A few deterministic epochs of causal-LM training on the corpus; returns the per-step losses."""
+def pretrain(model, tokenizer, documents: list[Document]) -> list[float]:  # noqa: ANN001 (torch/transformers types)
+    """Deterministic causal-LM training on the documents (prose ends with ``<|endoftext|>``; exchanges are written
+    by the chat template, so the model learns where a reply starts and stops), in a new seeded order each epoch,
+    packed into blocks; AdamW with warm-up and cosine decay. Returns the per-step losses."""
+    import math
+    import random
+
     import torch
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(PRETRAIN["threads"])
     torch.use_deterministic_algorithms(True)
-    ids: list[int] = []
-    for line in lines:
-        if line.strip():
-            ids += tokenizer(line)["input_ids"] + [tokenizer.eos_token_id]
-    n = PRETRAIN["seq_len"]
-    blocks = torch.tensor(ids[: len(ids) // n * n]).view(-1, n)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=PRETRAIN["lr"])
+    encoded = [
+        tokenizer(doc)["input_ids"] + [tokenizer.pad_token_id]
+        if isinstance(doc, str)
+        else tokenizer.apply_chat_template(doc, tokenize=True, return_dict=True)["input_ids"]
+        for doc in documents
+    ]
+    n, batch_size = PRETRAIN["seq_len"], PRETRAIN["batch_size"]
+    steps_per_epoch = -(-sum(map(len, encoded)) // n // batch_size)
+    total, warmup = PRETRAIN["epochs"] * steps_per_epoch, PRETRAIN["warmup_steps"]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=PRETRAIN["lr"], weight_decay=PRETRAIN["weight_decay"])
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
+    )
     model.train()
     losses = []
-    for _ in range(PRETRAIN["epochs"]):
-        for batch in blocks.split(PRETRAIN["batch_size"]):
+    for epoch in range(PRETRAIN["epochs"]):
+        order = random.Random(SEED + epoch).sample(range(len(encoded)), len(encoded))
+        ids = [token for i in order for token in encoded[i]]
+        blocks = torch.tensor(ids[: len(ids) // n * n]).view(-1, n)
+        for batch in blocks.split(batch_size):
             loss = model(input_ids=batch, labels=batch).loss
             loss.backward()
             optimizer.step()
+            schedule.step()
             optimizer.zero_grad()
             losses.append(loss.item())
     model.eval()
