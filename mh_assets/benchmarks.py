@@ -626,8 +626,9 @@ def check_improvement(
     scores: dict[str, Any], base: dict[str, Any], margins: dict[str, float]
 ) -> tuple[bool, list[str]]:
     """Each gated figure beats the base model's by more than its margin, judged item by item: the whole 95% interval
-    of the paired difference lies above the margin and the paired test agrees (p < 0.05). A model that only
-    matches its base (training that did nothing, replies that stayed the same) fails."""
+    of the paired difference lies above the margin and the paired test agrees (p < 0.05; the test is of a
+    difference from 0, the interval carries the margin). A model that only matches its base (training that did
+    nothing, replies that stayed the same) fails."""
     if not margins:
         return True, ["no improvement required on this lane"]
 

@@ -53,19 +53,31 @@ def pretraining_documents() -> list[Document]:
     general-domain files in ``data/pretrain`` (``{"text"}`` paragraphs, ``{"user", "assistant"}`` exchanges). Never
     the counselling conversations: those are what the lane fine-tunes on, so its base must not have seen them."""
     docs: list[Document] = [line for line in CORPUS_FILES[0].read_text(encoding="utf-8").splitlines() if line.strip()]
-    for path in sorted(PRETRAIN_DIR.glob("*.jsonl")):
+    for path in pretraining_files()[1:]:
         for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-            row = json.loads(raw)
-            if set(row) == {"text"} and row["text"].strip():
-                docs.append(row["text"])
-            elif set(row) == {"user", "assistant"} and row["user"].strip() and row["assistant"].strip():
-                docs.append(
-                    [{"role": "user", "content": row["user"]}, {"role": "assistant", "content": row["assistant"]}]
-                )
-            else:
-                raise ValueError(f"{path}:{number}: a line is either {{\"text\"}} or {{\"user\", \"assistant\"}}, "
-                                 f"with non-empty strings; got keys {sorted(row)}")  # fmt: skip
+            try:
+                row = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}:{number}: not a JSON object ({exc.msg})") from None
+            docs.append(_document(row, f"{path}:{number}"))
     return docs
+
+
+def pretraining_files() -> list[Path]:
+    """The files the tiny base model is pre-trained on: the psychoeducation paragraphs, then ``data/pretrain``."""
+    return [CORPUS_FILES[0], *sorted(PRETRAIN_DIR.glob("*.jsonl"))]
+
+
+def _document(row: Any, where: str) -> Document:
+    """One line of a ``data/pretrain`` file as a document; a ValueError naming its file and line otherwise."""
+    fields = row if isinstance(row, dict) else {}
+    filled = {k: v for k, v in fields.items() if isinstance(v, str) and v.strip()}
+    if set(fields) == set(filled) == {"text"}:
+        return filled["text"]
+    if set(fields) == set(filled) == {"user", "assistant"}:
+        return [{"role": "user", "content": filled["user"]}, {"role": "assistant", "content": filled["assistant"]}]
+    raise ValueError(f"{where}: a line is either {{\"text\"}} or {{\"user\", \"assistant\"}}, with non-empty "
+                     f"strings; got {json.dumps(row, ensure_ascii=False)[:80]}")  # fmt: skip
 
 
 def corpus_lines() -> list[str]:

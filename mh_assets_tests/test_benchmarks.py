@@ -164,10 +164,30 @@ def test_the_improvement_gate_needs_a_real_gain():
     passed, lines = check_improvement(better, base, gain)
     assert passed and lines[0].endswith("a real gain") and "required gain above 0.0" in lines[0]
     assert not check_improvement(better, base, {"pceb_mcq.exact_match": 0.3})[0]  # +0.256 is not above 0.3
-    assert not check_improvement(_exam_scores(_flip(BASE, 2, 25), max_tokens=512), base, gain)[0]
+    passed, lines = check_improvement(_exam_scores(_flip(BASE, 2, 25), max_tokens=512), base, gain)
+    assert not passed and "not comparable" in lines[0] and "max_tokens: base 48, fine-tuned 512" in lines[0]
     passed, lines = check_improvement(better, base, {"psyqa.rouge1": 0.0})
     assert not passed and lines == ["psyqa.rouge1: not measured on the fine-tuned"]
     assert check_improvement(base, base, {}) == (True, ["no improvement required on this lane"])
+
+
+def _rouge_scores(values: list[float]) -> dict:
+    items = [{"id": f"q{i}", "rouge1": v} for i, v in enumerate(values)]
+    mean = sum(values) / len(values)
+    return {"benchmarks": {"psyqa": {"n": len(items), "rouge1": mean, "items": items}}, "settings": SETTINGS}
+
+
+def test_the_improvement_gate_on_continuous_figures_uses_the_sign_flip_test():
+    """Rouge-1 per item (not 0/1): a steady gain of 0.05 on 26 items passes; gains and losses that cancel fail; so
+    does a gain on only 4 items (too few for p < 0.05 however large)."""
+    base = [0.05 + 0.002 * i for i in range(26)]
+    gain = {"psyqa.rouge1": 0.0}
+    passed, lines = check_improvement(_rouge_scores([b + 0.05 for b in base]), _rouge_scores(base), gain)
+    assert passed and "delta +0.050" in lines[0] and "26 items" in lines[0]
+    mixed = [b + (0.05 if i % 2 else -0.05) for i, b in enumerate(base)]
+    assert not check_improvement(_rouge_scores(mixed), _rouge_scores(base), gain)[0]
+    passed, lines = check_improvement(_rouge_scores([b + 0.2 for b in base[:4]]), _rouge_scores(base[:4]), gain)
+    assert not passed and "4 items" in lines[0] and "no gain over the base model shown" in lines[0]
 
 
 def test_minimums_on_the_point_or_on_the_lower_bound():

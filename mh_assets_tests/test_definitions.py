@@ -138,3 +138,28 @@ def test_gpu_steps_say_what_they_need_in_their_description():
             text = graph.get(dg.AssetKey(f"{stage}_{lane}")).description
             assert "**Needs 1 GPU(s) with 80 GiB each**" in text and "pool `gpu`" in text, text
     assert "Needs" not in graph.get(dg.AssetKey("lora_adapter_tiny")).description
+
+
+def test_one_gate_or_environment_check_can_run_alone():
+    """Each gate is a check of its own in the UI, though all are decided in one step: a run may ask for one (a job
+    of one check of a step that cannot run a subset fails to resolve, DagsterInvalidSubsetError)."""
+    for asset, name in (("benchmark_scores_tiny", "safety_gate"), ("training_env_7b", "gpu_fit")):
+        check = dg.AssetCheckKey(dg.AssetKey(asset), name)
+        job = dg.define_asset_job("one_check", selection=dg.AssetSelection.checks(check))
+        one = dg.Definitions(assets=defs.assets, asset_checks=defs.asset_checks, jobs=[job], resources=defs.resources)
+        assert one.resolve_job_def("one_check").name == "one_check"
+
+
+def test_without_base_scores_only_the_comparisons_a_lane_sets_fail():
+    from mh_assets.benchmarks import Gates
+    from mh_assets.defs.evaluation import gate_results
+
+    tiny = load_lanes()["tiny"]
+    scores = {"benchmarks": {}, "settings": {}}
+    results = gate_results(tiny, scores, None, None)
+    for name in ("no_regression", "improves_on_base"):
+        assert results[name] == (False, ["base_scores_tiny has not been materialized"])
+    plain = tiny.model_copy(update={"gates": Gates()})
+    results = gate_results(plain, scores, None, None)
+    assert results["no_regression"] == (True, ["no regression gate on this lane"])
+    assert results["improves_on_base"] == (True, ["no improvement required on this lane"])

@@ -23,14 +23,13 @@ import pytest
 from mh_assets import defs
 from mh_assets.checkpoints import Checkpoint, resume_point
 from mh_assets.lane import load_lanes
-from mh_assets.recipes import RECIPES
 from mh_assets_tests.conftest import REPO, cli_env, fresh_dagster_home
 
 pytestmark = pytest.mark.e2e
 TINY = load_lanes()["tiny"]
 ADAPTER = TINY.key("lora_adapter")
 DAGSTER = Path(sys.executable).parent / "dagster"
-RECIPE = RECIPES["tiny_cpu"]  # the shipped sample: 164 training conversations (20 held out)
+RECIPE = TINY.recipe.resolve()  # the shipped sample: 164 training conversations (20 held out)
 STEPS = math.ceil(164 / RECIPE.per_device_train_batch_size) * RECIPE.num_train_epochs
 SAVE_STEPS = 20  # a checkpoint every 20 of the run's steps: a kill lands mid-run, after at least one
 CONFIG = {"save_steps": SAVE_STEPS}

@@ -4,7 +4,7 @@ import hashlib
 import inspect
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -73,3 +73,9 @@ def observed_every(cron: str) -> dg.AutomationCondition:
     return (dg.AutomationCondition.cron_tick_passed(cron) & ~dg.AutomationCondition.in_progress()).with_label(
         f"observe at {cron}"
     )
+
+
+def selected(context: dg.AssetCheckExecutionContext, names: Iterable[str]) -> list[str]:
+    """The checks of a multi-asset check that this run asked for, in their order (the UI can run one alone)."""
+    chosen = {key.name for key in context.selected_asset_check_keys}
+    return [name for name in names if name in chosen]

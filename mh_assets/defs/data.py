@@ -22,6 +22,7 @@ from mh_assets.models import (
     reachable,
     write_pointer,
 )
+from mh_assets.runners.build_tiny_model import build_version
 from mh_assets.snapshot import Split, build_snapshot, plan_lengths
 from mh_assets.sources import SourceError, content_hash, parse_source, resolve
 from mh_assets.store import hash_tree
@@ -244,7 +245,7 @@ def base_model_asset(lane: Lane) -> dg.AssetsDefinition:
         lane,
         key,
         doc(base_model_asset),
-        code_version=f"{lane.base_model}@{lane.revision}",
+        code_version=f"{lane.base_model}@{lane.revision}" + (f"+{build_version()}" if lane.is_builtin else ""),
         kinds={"pytorch"},
     )
     def _asset(

@@ -20,6 +20,7 @@ from mh_assets.defs.common import (
     lane_asset,
     read_json,
     runner,
+    selected,
     settings_digest,
 )
 from mh_assets.defs.data import SNAPSHOT
@@ -115,10 +116,11 @@ def training_env_checks(lane: Lane) -> list[dg.AssetChecksDefinition]:
     key = lane.key("training_env")
     specs = [dg.AssetCheckSpec(name, asset=key, blocking=True, description=d) for name, (_, d) in ENV_CHECKS.items()]
 
-    @dg.multi_asset_check(specs=specs, name=f"{key}_checks")
-    def _checks(artifacts: ArtifactStore) -> Iterator[dg.AssetCheckResult]:
+    @dg.multi_asset_check(specs=specs, name=f"{key}_checks", can_subset=True)
+    def _checks(context: dg.AssetCheckExecutionContext, artifacts: ArtifactStore) -> Iterator[dg.AssetCheckResult]:
         facts = _facts(lane, artifacts)
-        for check_name, (verdict_fn, _) in ENV_CHECKS.items():
+        for check_name in selected(context, ENV_CHECKS):
+            verdict_fn = ENV_CHECKS[check_name][0]
             passed, message = verdict_fn(facts, lane)
             yield dg.AssetCheckResult(
                 asset_key=key,

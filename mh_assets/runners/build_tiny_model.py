@@ -3,8 +3,9 @@
 A byte-level BPE tokenizer (Qwen2 pre-tokenizer regex, NFC, ByteLevel) with the 22 Qwen2.5 special tokens and
 the Qwen2.5 chat template, and a Qwen2 model (``MODEL``: hidden size 64, 2 layers, 4 heads, 2 KV heads, seed 0),
 pre-trained (full weights, ``PRETRAIN``) on ``tiny_tokenizer.pretraining_documents()``: psychoeducation paragraphs,
-general-domain prose and general assistant exchanges, never the counselling conversations the lane fine-tunes on.
-So the base model writes Chinese and knows the chat format, and the lane's LoRA SFT has something to adapt.
+general-domain prose and general assistant exchanges, never the counselling conversations the lane fine-tunes on
+(the tokenizer's vocabulary is learnt from those too). So the base model writes Chinese and knows the chat format,
+and the lane's LoRA SFT has something to adapt.
 Runs under Dagster Pipes (``extras["output_dir"]``) or from the command line: ``python -m ... OUTPUT_DIR``.
 """
 
@@ -14,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from mh_assets.tiny_tokenizer import Document, pretraining_documents, train_tokenizer
+from mh_assets.tiny_tokenizer import VOCAB_SIZE, Document, pretraining_documents, pretraining_files, train_tokenizer
 
 SEED = 0
 MODEL = {
@@ -69,6 +70,19 @@ CHAT_TEMPLATE = (
     "{%- endif %}{%- endfor %}"
     "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
 )
+
+
+def build_version() -> str:
+    """What decides the built model: the settings above and the text it learns from. Part of base_model_tiny's code
+    version, so editing either marks the base model (and all after it) stale."""
+    import hashlib
+
+    settings = {"seed": SEED, "model": MODEL, "pretrain": PRETRAIN, "vocab_size": VOCAB_SIZE,
+                "repetition_penalty": REPETITION_PENALTY, "chat_template": CHAT_TEMPLATE}  # fmt: skip
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+    for path in pretraining_files():
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
 
 
 def build(output_dir: Path) -> dict[str, int]:
@@ -141,7 +155,7 @@ def pretrain(model, tokenizer, documents: list[Document]) -> list[float]:  # noq
         for doc in documents
     ]
     n, batch_size = PRETRAIN["seq_len"], PRETRAIN["batch_size"]
-    steps_per_epoch = -(-sum(map(len, encoded)) // n // batch_size)
+    steps_per_epoch = -(-(sum(map(len, encoded)) // n) // batch_size)
     total, warmup = PRETRAIN["epochs"] * steps_per_epoch, PRETRAIN["warmup_steps"]
     optimizer = torch.optim.AdamW(model.parameters(), lr=PRETRAIN["lr"], weight_decay=PRETRAIN["weight_decay"])
     schedule = torch.optim.lr_scheduler.LambdaLR(
