@@ -531,6 +531,8 @@ def test_a_dataset_with_shuffled_replies_fails_the_psyqa_gates(tiny_run, monkeyp
     assert "no gain over the base model shown" in checks["improves_on_base"].description
     minimums = checks["meets_minimums"]
     assert not minimums.passed and "minimum 0.09 on the point estimate" in minimums.description
+    assert not checks["no_regression"].passed, checks["no_regression"].description
+    assert checks["no_regression"].description.endswith("a real drop")
     assert not result.success
 
 
