@@ -97,7 +97,7 @@ def _read_error(path: Path, exc: OSError) -> OSError:
 class Split:
     """The validation split: every conversation whose hash falls below ``val_share``, topped up to ``val_min`` by
     the lowest hashes, never more than half of all. A conversation keeps its side when others are added or
-    removed (unless the top-up moves), and identical conversations always fall on the same side."""
+    removed (unless the top-up or the half cap moves), and identical conversations always fall on the same side."""
 
     val_share: float = 0.0
     val_min: int = 0

@@ -96,15 +96,18 @@ def test_the_validation_split_is_by_content_and_stable(tmp_path: Path, texts, mo
     kept_lines = [json.dumps(r, ensure_ascii=False) + "\n" for r in train + val]  # as the snapshot wrote them
     below = sum(hash_fraction(line) < share for line in kept_lines)
     assert len(val) == min(max(minimum, below), kept // 2)
-    # conversations added elsewhere never move one from validation into training, unless the top-up is involved
+    # conversations added elsewhere never move one across, unless the top-up or the half cap is involved (one
+    # conversation alone always trains; with a second, either may validate)
     extra = [t for t in more if t not in texts]
-    _, train2, val2 = snapshot("b", texts + extra)
-    if minimum == 0:
+    manifest2, train2, val2 = snapshot("b", texts + extra)
+    below2 = sum(hash_fraction(json.dumps(r, ensure_ascii=False) + "\n") < share for r in train2 + val2)
+    if minimum == 0 and below <= kept // 2 and below2 <= manifest2["rows_kept"] // 2:
         assert {json.dumps(r) for r in val} <= {json.dumps(r) for r in val2}
         assert {json.dumps(r) for r in train} <= {json.dumps(r) for r in train2}
 
 
 def test_the_split_tops_up_to_its_minimum_by_lowest_hash_and_keeps_half_for_training():
+    assert Split(0.5, 0).validation([0.2]) == set() and Split(0.5, 0).validation([0.2, 0.9]) == {0}  # the cap moves
     fractions = [0.9, 0.01, 0.5, 0.04, 0.3, 0.7]
     assert Split(0.05, 0).validation(fractions) == {1, 3}
     assert Split(0.05, 3).validation(fractions) == {1, 3, 4}
