@@ -15,7 +15,14 @@ import json
 import sys
 from pathlib import Path
 
-from mh_assets.tiny_tokenizer import VOCAB_SIZE, Document, pretraining_documents, pretraining_files, train_tokenizer
+from mh_assets.tiny_tokenizer import (
+    CORPUS_FILES,
+    VOCAB_SIZE,
+    Document,
+    pretraining_documents,
+    pretraining_files,
+    train_tokenizer,
+)
 
 SEED = 0
 MODEL = {
@@ -73,14 +80,14 @@ CHAT_TEMPLATE = (
 
 
 def build_version() -> str:
-    """What decides the built model: the settings above and the text it learns from. Part of base_model_tiny's code
-    version, so editing either marks the base model (and all after it) stale."""
+    """What decides the built model: the settings above and the text it and its tokenizer learn from. Part of
+    base_model_tiny's code version, so editing either marks the base model (and all after it) stale."""
     import hashlib
 
     settings = {"seed": SEED, "model": MODEL, "pretrain": PRETRAIN, "vocab_size": VOCAB_SIZE,
                 "repetition_penalty": REPETITION_PENALTY, "chat_template": CHAT_TEMPLATE}  # fmt: skip
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
-    for path in pretraining_files():
+    for path in [*pretraining_files(), CORPUS_FILES[1]]:  # the tokenizer also learns from the sample conversations
         digest.update(path.read_bytes())
     return digest.hexdigest()[:12]
 
