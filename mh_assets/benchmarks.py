@@ -525,6 +525,7 @@ MIN_ITEMS_FOR_BOUND = 10  # a lower bound from fewer items (one judged turn: [5.
 # What must match for two sets of scores to be compared (the model itself may differ, nothing else).
 SETTINGS = (
     "suite_sha256", "limits", "mode", "backend", "max_tokens", "judge", "safety_judge", "prompts", "mirrors", "val_set",
+    "lm_eval",
 )  # fmt: skip
 
 

@@ -146,6 +146,10 @@ class Evaluation(_Spec):
         default=None, description="Requests in flight; unset: 32 against a server (service, endpoint), 1 locally."
     )
     torch_dtype: str = "bfloat16"
+    lm_eval_tasks: list[str] = Field(
+        default=[],
+        description="A team's own lm-eval task YAMLs (paths), run as written beside the shipped pceb_mcq_ll.",
+    )
     reevaluate_cron: str = Field(default="0 3 * * 1", description="When the fine-tuned model is evaluated again.")
 
     @field_validator("max_tokens", "concurrency")

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import base64
 import html
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
 from mh_assets.benchmarks import comparison_rows, comparison_table
 from mh_assets.lane import Lane
+from mh_assets.loglik import LL_SUFFIX
 from mh_assets.modelcard import safety_summary
 from mh_assets.recipes import flags, shell_lines
 
@@ -117,6 +119,58 @@ def _dialogues(inputs: ReportInputs) -> str:
     return "\n\n".join(parts) or "No sample dialogues were recorded."
 
 
+def _with_ci(result: dict[str, Any], figure: str) -> str:
+    if result.get("skipped"):
+        return "skipped"
+    if figure not in result:
+        return "-"
+    ci = result.get(f"{figure}_ci95")
+    return f"{result[figure]:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+
+
+def _favourite(result: dict[str, Any]) -> str:
+    chosen = Counter(it["chosen"] for it in result.get("items", []) if it.get("chosen"))
+    if not chosen:
+        return ""
+    letter, count = chosen.most_common(1)[0]
+    return f"{letter} ({count} of {sum(chosen.values())})"
+
+
+def exam_evaluators(scores: dict[str, Any], base: dict[str, Any] | None) -> str:
+    """Each exam as both evaluators scored it, side by side, and how they differ."""
+    tuned, before = scores.get("benchmarks", {}), (base or {}).get("benchmarks", {})
+    exams = sorted(name.removesuffix(LL_SUFFIX) for name in tuned if name.endswith(LL_SUFFIX))
+    exams = [exam for exam in exams if exam in tuned]
+    if not exams:
+        return "No exam was scored by both evaluators."
+    lines = [
+        "| exam | evaluator | questions | fine-tuned [95% CI] | base [95% CI] | most chosen (fine-tuned / base) |",
+        "|---|---|---:|---:|---:|---|",
+    ]
+    notes = []
+    for exam in exams:
+        ll = exam + LL_SUFFIX
+        lines.append(f"| {exam} | EvalScope: the letter read from the reply (exact match) | {tuned[exam].get('n', 0)} "
+                     f"| {_with_ci(tuned[exam], 'exact_match')} | {_with_ci(before.get(exam, {}), 'exact_match')} "
+                     f"| |")  # fmt: skip
+        lines.append(f"| {exam} | lm-eval: the likeliest answer letter (acc) | {tuned[ll].get('n', 0)} "
+                     f"| {_with_ci(tuned[ll], 'acc')} | {_with_ci(before.get(ll, {}), 'acc')} "
+                     f"| {_favourite(tuned[ll])} / {_favourite(before.get(ll, {}))} |")  # fmt: skip
+        several = (tuned[ll].get("left_to_evalscope") or {}).get("multi_answer_questions")
+        if several:
+            notes.append(f"{exam}: {several} multi-answer question(s) are scored by EvalScope only")
+        if tuned[ll].get("skipped"):
+            notes.append(f"{ll} skipped: {tuned[ll]['skipped']}")
+    return "\n".join(lines) + (
+        "\n\nEvalScope asks for an answer and reads the letter the model writes: a reply without a readable letter "
+        "scores 0 (its `unparsed` share). lm-eval (the runbook's scheme A) reads no reply: it compares the "
+        "log-likelihood the model gives each answer letter after the question and takes the likeliest, so every "
+        "question gets an answer and chance is one in the number of choices; a model that prefers one letter "
+        "whatever the question scores that letter's share of the key. One likeliest letter cannot answer a question "
+        "with several right answers" + (": " + "; ".join(notes) if notes else "") + "."
+    )
+
+
 def experiment_report(inputs: ReportInputs) -> str:
     lane, snapshot, training, facts = inputs.lane, inputs.snapshot, inputs.training, inputs.facts
     gpus = ", ".join(f"{g['name']} ({g['memory_gib']} GiB)" for g in facts.get("gpus", [])) or "none (CPU)"
@@ -185,6 +239,9 @@ SwanLab: {swanlab}.
 {comparison_table(comparison_rows(inputs.scores, inputs.base))}
 
 Gates ({verdict}): {"; ".join(inputs.gate_lines)}
+
+### The exam by both evaluators
+{exam_evaluators(inputs.scores, inputs.base)}
 
 ## Sample dialogues
 {_dialogues(inputs)}

@@ -24,6 +24,16 @@ def artifacts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny lane's base model, built once per test session (about a minute on 2 cores)."""
+    from mh_assets.runners.build_tiny_model import build
+
+    out = tmp_path_factory.mktemp("tiny-model")
+    build(out)
+    return out
+
+
 def fresh_dagster_home(path: Path) -> Path:
     """A Dagster home holding the project's own dagster.yaml."""
     path.mkdir(parents=True, exist_ok=True)

@@ -38,19 +38,24 @@ class _Server(ThreadingHTTPServer):
 
 @contextmanager
 def openai_stub(
-    script: Script, model: str = "stub-model", latency_s: float = 0.0, gauge: Gauge | None = None
+    script: Script,
+    model: str = "stub-model",
+    latency_s: float = 0.0,
+    gauge: Gauge | None = None,
+    completions: Callable[[dict], dict] | None = None,
 ) -> Iterator[tuple[str, list[list[dict]]]]:
     """Serve ``/v1/models`` and ``/v1/chat/completions`` on 127.0.0.1, each completion after ``latency_s`` (counted
-    in ``gauge`` while it is answered); yields (base URL, requests received)."""
+    in ``gauge`` while it is answered); ``/v1/completions`` only when ``completions`` answers it (request body ->
+    response body), else 404 as a chat-only server. Yields (base URL, chat requests received)."""
     received: list[list[dict]] = []
 
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *args) -> None:  # keep test output quiet
             pass
 
-        def _send(self, payload: dict) -> None:
+        def _send(self, payload: dict, status: int = 200) -> None:
             body = json.dumps(payload, ensure_ascii=False).encode()
-            self.send_response(200)
+            self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
@@ -61,6 +66,10 @@ def openai_stub(
 
         def do_POST(self) -> None:
             request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            if self.path.endswith("/completions") and not self.path.endswith("/chat/completions"):
+                if completions is not None:
+                    return self._send(completions(request))
+                return self._send({"error": {"message": "Not Found", "code": 404}}, status=404)
             with gauge or nullcontext():
                 received.append(request["messages"])
                 time.sleep(latency_s)

@@ -66,7 +66,7 @@ def test_lineage_runs_through_the_lane():
 def test_loading_the_code_location_imports_nothing_heavy():
     code = (
         "import sys, mh_assets; heavy = [m for m in ('torch', 'swift', 'transformers', 'peft', 'evalscope', "
-        "'swanlab', 'modelscope', 'datasets') if m in sys.modules]; print(heavy); assert not heavy"
+        "'swanlab', 'modelscope', 'datasets', 'lm_eval') if m in sys.modules]; print(heavy); assert not heavy"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -187,12 +187,24 @@ def test_key_point_coverage_is_judged_on_meaning(scored):
 def test_exams_without_mirror_are_skipped_with_reason(scored):
     scores, _, _ = scored
     assert "no local mirror configured" in scores["benchmarks"]["ceval"]["skipped"]
+    # a chat-only server gives no prompt log-probabilities: scheme A is skipped saying so, never a silent zero
+    assert "answered HTTP 404" in scores["benchmarks"]["pceb_mcq_ll"]["skipped"]
+    assert scores["settings"]["lm_eval"]["pceb_mcq_ll"]
     assert scores["target"] == {
         "mode": "endpoint",
         "api_url": scores["target"]["api_url"],
         "model": "stub-model",
         "concurrency": 32,  # the default against a server
     }
+
+
+def test_a_task_yaml_that_does_not_exist_fails_the_step_naming_it(tmp_path: Path):
+    missing = tmp_path / "team" / "pceb.yaml"
+    result = score_tiny({"mode": "endpoint", "endpoint": "http://127.0.0.1:9/v1", "model_name": "m",
+                         "lm_eval_tasks": [str(missing)]})  # fmt: skip
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert f"{missing}: not a readable lm-eval task YAML" in failure.step_failure_data.error.message
 
 
 def test_broken_exam_mirror_is_skipped_quickly_with_the_reason(tmp_path: Path):

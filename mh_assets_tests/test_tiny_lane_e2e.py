@@ -146,6 +146,14 @@ def test_scores_have_numbers(tiny_run):
     assert safety["n"] == len(safety["probes"]) == TINY.evaluation.limits["safety"]
     assert scores["benchmarks"]["ceval"]["skipped"].startswith("no local mirror configured")
     assert "| pceb_mcq | 30 | partial_credit |" in mat.metadata["comparison"].value
+    # scheme A beside EvalScope: the same questions' single-answer part, scored by log-likelihood, for both models
+    base = json.loads((_latest(root, "base_scores_tiny") / "scores.json").read_text())
+    for measured in (scores, base):
+        ll = measured["benchmarks"]["pceb_mcq_ll"]
+        several = ll["left_to_evalscope"]["multi_answer_questions"]
+        assert several > 0 and ll["n"] + several == mcq["n"]
+        assert ll["acc_ci95"][0] <= ll["acc"] <= ll["acc_ci95"][1] and len(ll["items"]) == ll["n"]
+    assert f"| pceb_mcq_ll | {ll['n']} | acc |" in mat.metadata["comparison"].value
     # the positive control: lower loss on the held-out conversations than the base model, paired, with its interval
     val = scores["benchmarks"]["val_loss"]
     assert val["n"] >= 20 and val["mean_ci95"][0] <= val["mean"] <= val["mean_ci95"][1]
@@ -246,6 +254,8 @@ def test_service_mode_starts_and_stops_swift_deploy(tiny_run, monkeypatch, tmp_p
     assert scores["target"]["mode"] == "service" and scores["target"]["backend"] == "transformers"
     assert "--host 127.0.0.1" in scores["served_by"] and "--served_model_name mh-sft-tiny" in scores["served_by"]
     assert scores["benchmarks"]["pceb_mcq"]["n"] == 4 and scores["benchmarks"]["safety"]["n"] == 2
+    # swift deploy's completions give the new token's log-probability only, not the prompt's: scheme A says so
+    assert "returns no prompt log-probabilities" in scores["benchmarks"]["pceb_mcq_ll"]["skipped"]
     assert _deploy_processes(str(_latest(tiny_run.root, "merged_model_tiny"))) == []
     assert _deploy_processes(str(_latest(tiny_run.root, "base_model_tiny"))) == []
     checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
@@ -414,6 +424,12 @@ def test_report_and_card_carry_the_runs_numbers(tiny_run):
     unparsed = "| pceb_mcq | 30 | unparsed | 1.000 [0.886, 1.000] | 1.000 [0.886, 1.000] | +0.000 [+0.000, +0.000] |"
     assert unparsed in report
     assert "| pceb_mcq | 30 | partial_credit | 0.000 [0.000, 0.000] |" in report and "no difference shown" in report
+    # both evaluators of the exam side by side, and what separates them
+    ll = scores["benchmarks"]["pceb_mcq_ll"]
+    assert "### The exam by both evaluators" in report
+    assert f"| pceb_mcq | lm-eval: the likeliest answer letter (acc) | {ll['n']} | {ll['acc']:.3f} [" in report
+    several = ll["left_to_evalscope"]["multi_answer_questions"]
+    assert f"pceb_mcq: {several} multi-answer question(s) are scored by EvalScope only" in report
     assert "<polyline" in (report_dir / "loss.svg").read_text()
     # the curve travels inside the text (the UI shows the report as markdown: a relative link would break there)
     (uri,) = re.findall(r"!\[training loss\]\((data:image/svg\+xml;base64,[A-Za-z0-9+/=]+)\)", report)

@@ -16,15 +16,6 @@ QWEN_SYSTEM = "You are Qwen, created by Alibaba Cloud. You are a helpful assista
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from mh_assets.runners.build_tiny_model import build
-
-    out = tmp_path_factory.mktemp("tiny-model")
-    build(out)
-    return out
-
-
-@pytest.fixture(scope="module")
 def conversations(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
     out = tmp_path_factory.mktemp("snapshot")
     build_snapshot(SAMPLE_DATASET, out)

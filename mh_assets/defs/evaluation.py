@@ -33,6 +33,7 @@ from mh_assets.defs.data import SNAPSHOT
 from mh_assets.defs.resources import ArtifactStore, EvalResource, GpuResource, ProcessGroupPipesClient
 from mh_assets.defs.training import LINEAGE
 from mh_assets.lane import Lane
+from mh_assets.loglik import TaskError, user_tasks
 from mh_assets.modelcard import safety_summary
 from mh_assets.models import model_dir as resolve_model_dir
 from mh_assets.yamlio import YamlError
@@ -56,6 +57,9 @@ class EvalConfig(dg.Config):
     )
     suite: dict[str, str] = Field(default={}, description="Benchmark -> file replacing the shipped sample.")
     limits: dict[str, int] = Field(default={}, description="Benchmark -> number of samples.")
+    lm_eval_tasks: list[str] = Field(
+        default=[], description="lm-eval task YAMLs (paths) run as written, besides the lane's own."
+    )
 
 
 @dg.observable_source_asset(
@@ -144,6 +148,10 @@ def _evaluate(
     except ValueError as exc:
         raise dg.Failure(description=str(exc)) from None
     limits = {**lane.evaluation.limits, **config.limits}
+    try:  # a task file that cannot run fails here, naming it, before a model is loaded; the child gets full paths
+        lm_eval_tasks = list(user_tasks([*lane.evaluation.lm_eval_tasks, *config.lm_eval_tasks], taken=set()).values())
+    except TaskError as exc:
+        raise dg.Failure(description=str(exc)) from None
     with artifacts.staging(name) as tmp:
         inv = pipes.run(
             context=context,
@@ -158,6 +166,7 @@ def _evaluate(
                 "safety_judge": evaluation.safety_judge(),
                 "mirrors": evaluation.mirrors(),
                 "val": _validation(lane, artifacts, version, limits.get("val_loss")),
+                "lm_eval_tasks": lm_eval_tasks,
             },
             env={**artifacts.child_env(gpu.devices_for(lane)), **evaluation.secrets_env()},
             max_runtime_s=lane.gpu.max_step_s,

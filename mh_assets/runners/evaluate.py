@@ -7,8 +7,10 @@ Extras: ``target`` (``{"mode": "local", "model_dir", "torch_dtype"}`` | ``{"mode
 with ``concurrency``: requests in flight, EvalScope's ``eval_batch_size``), ``suite`` (benchmark -> file),
 ``limits`` (benchmark -> n), ``max_tokens``, ``work_dir``, ``judge`` and ``safety_judge`` (the counselling and the
 safety judges, each ``{"judges": [{"api_url", "model"}], "samples": n}`` or None), ``mirrors`` (``{"ceval": dir,
-"cmmlu": dir, "safety_bench": dir}``). The counselling dialogues are written again turn by turn (the model gets the
-conversation up to each client turn) and each new turn is judged. The judges are asked one request at a time.
+"cmmlu": dir, "safety_bench": dir}``), ``lm_eval_tasks`` (paths of a team's own lm-eval task YAMLs, run as written
+beside the shipped log-likelihood exam ``pceb_mcq_ll``; see ``mh_assets.loglik``). The counselling dialogues are
+written again turn by turn (the model gets the conversation up to each client turn) and each new turn is judged.
+The judges are asked one request at a time.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from mh_assets.benchmarks import (
 )
 from mh_assets.judge import judge_keypoints, judge_safety, judge_turns
 from mh_assets.lane import Evaluation
+from mh_assets.loglik import exam_tasks, logprobs_refusal, run_tasks, tasks_hash, user_tasks
 from mh_assets.mirrors import EXAM_MIRRORS, MIRROR_ENV, MirrorError, read_exam_mirror
 from mh_assets.models import hub_endpoint, reachable
 from mh_assets.procs import free_port, start_group, stop_group
@@ -125,6 +128,8 @@ def run_suite(target: dict[str, Any], ex: dict[str, Any]) -> dict[str, Any]:
     write_jsonl(data_dir / "counselling_dialogues.jsonl", to_dialogue_qa(rows["counselling_dialogues"]))
     for name in ("psyqa", "safety"):
         write_jsonl(data_dir / f"{name}.jsonl", to_general_qa(name, rows[name]))
+    exams = {"pceb_mcq": rows["pceb_mcq"], **mirrored}
+    log_likelihood, lm_eval_tasks = exam_log_likelihood(target, exams, ex, work_dir / "lm_eval")  # frees its model
     kwargs = model_kwargs(target)
     evalscope_dir = work_dir / "evalscope"
     subsets = ["pceb_mcq", "psyqa", "safety", "counselling_dialogues", *mirrored]
@@ -172,12 +177,32 @@ def run_suite(target: dict[str, Any], ex: dict[str, Any]) -> dict[str, Any]:
         replies = [r["prediction"] for r in read_reviews(reviews / f"general_qa_{name}.jsonl")]
         benchmarks[name] = {**mcq_scores(exam, replies), "rows_without_key": exams[name]}
     benchmarks.update({name: {"skipped": why} for name, why in exams.items() if isinstance(why, str)})
-    for name in ("ceval", "cmmlu", "cmmlu_psychology", "safety_bench"):
+    for name in HUB_EXAMS:
         mirror = (ex.get("mirrors") or {}).get(EXAM_DATASETS.get(name, name))
         benchmarks[name] = run_exam(name, mirror, kwargs, ex, evalscope_dir)
+    benchmarks.update(log_likelihood)
     samples = [{"question": r["question"], "answer": a} for r, a in zip(rows["psyqa"], psyqa, strict=True)]
     samples = samples[:SAMPLE_DIALOGUES]
-    return {"suite_sha256": suite_hash(files), "benchmarks": benchmarks, "samples": samples}
+    return {"suite_sha256": suite_hash(files), "benchmarks": benchmarks, "samples": samples, "lm_eval": lm_eval_tasks}
+
+
+def exam_log_likelihood(
+    target: dict[str, Any], exams: dict[str, list[dict[str, Any]]], ex: dict[str, Any], data_dir: Path
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The exams' single-answer questions (``<exam>_ll``) and the team's own task YAMLs (``lm_eval_tasks``) scored
+    by lm-eval; and what each task was (for the comparability settings). Against a server without prompt
+    log-probabilities every task is skipped, saying why."""
+    tasks, left = exam_tasks(exams, data_dir)
+    taken = {*exams, *tasks, *EXAM_MIRRORS, *HUB_EXAMS, "psyqa", "safety", "counselling", "psyqa_judged", "val_loss"}
+    tasks.update(user_tasks(ex.get("lm_eval_tasks") or [], taken))
+    if target["mode"] != "local":
+        why = logprobs_refusal(target["api_url"], target["model"], os.environ.get("MH_EVAL_API_KEY", "EMPTY"))
+        if why:
+            return {name: {"skipped": why} for name in tasks}, tasks_hash(tasks)
+    results = run_tasks(tasks, target)
+    for name, several in left.items():
+        results[name]["left_to_evalscope"] = {"multi_answer_questions": several}
+    return results, tasks_hash(tasks)
 
 
 def exam_mirrors(ex: dict[str, Any], limits: dict[str, int]) -> tuple[dict[str, list[dict[str, Any]]], dict[str, Any]]:
@@ -199,6 +224,7 @@ def exam_mirrors(ex: dict[str, Any], limits: dict[str, int]) -> tuple[dict[str, 
     return mirrored, notes
 
 
+HUB_EXAMS = ("ceval", "cmmlu", "cmmlu_psychology", "safety_bench")  # EvalScope's adapters, from a mirror or the hub
 # SafetyBench: the Chinese subset; its "Mental Health" category is reported beside the overall accuracy; CMMLU's
 # professional psychology subject on its own (from the same mirror as CMMLU)
 EXAM_ARGS: dict[str, dict[str, Any]] = {
@@ -283,13 +309,17 @@ def evaluate(ex: dict[str, Any]) -> dict[str, Any]:
             api_url = f"http://127.0.0.1:{port}/v1"
             wait_ready(api_url, server)
             endpoint = {"mode": "endpoint", "api_url": api_url, "model": target["served_model_name"]}
-            scores = run_suite({**endpoint, "concurrency": target.get("concurrency")}, ex)
+            scores = run_suite({**endpoint, "concurrency": target.get("concurrency"), "tokenizer": target["model_dir"]},
+                               ex)  # fmt: skip
         finally:
             stop_group(server)
         scores["served_by"] = " ".join(command)
     scores["benchmarks"]["val_loss"] = val_loss
     scores["target"] = {k: v for k, v in target.items() if "key" not in k}
-    scores["settings"] = evaluation_settings(target, scores["suite_sha256"], ex) | {"val_set": val_set}
+    scores["settings"] = evaluation_settings(target, scores["suite_sha256"], ex) | {
+        "val_set": val_set,
+        "lm_eval": scores.pop("lm_eval"),
+    }
     (Path(ex["work_dir"]) / "scores.json").write_text(json.dumps(scores, ensure_ascii=False, indent=2), "utf-8")
     return scores
 
