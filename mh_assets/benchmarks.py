@@ -525,20 +525,26 @@ MIN_ITEMS_FOR_BOUND = 10  # a lower bound from fewer items (one judged turn: [5.
 # What must match for two sets of scores to be compared (the model itself may differ, nothing else).
 SETTINGS = (
     "suite_sha256", "limits", "mode", "backend", "max_tokens", "judge", "safety_judge", "prompts", "mirrors", "val_set",
-    "lm_eval",
 )  # fmt: skip
 
 
-def settings_differences(scores: dict[str, Any], base: dict[str, Any]) -> list[str]:
-    """How the two sets of scores were produced differently, one line per setting; empty when comparable."""
+def settings_differences(scores: dict[str, Any], base: dict[str, Any], figures: Iterable[str] = ()) -> list[str]:
+    """How the two sets of scores were produced differently, one line per setting; empty when comparable. An lm-eval
+    task (``settings.lm_eval``: task -> digest) matters only to the ``figures`` (dotted) that are its own: adding a
+    team's task to one evaluation does not make the other benchmarks incomparable."""
     tuned, before = scores.get("settings"), base.get("settings")
     if tuned is None or before is None:
         return ["one set of scores records no evaluation settings (evaluated by an older version)"]
-    return [
+    lines = [
         f"{key}: base {before.get(key)!r}, fine-tuned {tuned.get(key)!r}"
         for key in SETTINGS
         if before.get(key) != tuned.get(key)
     ]
+    tasks, base_tasks = tuned.get("lm_eval") or {}, before.get("lm_eval") or {}
+    for bench in sorted({figure.partition(".")[0] for figure in figures}):
+        if (bench in tasks or bench in base_tasks) and tasks.get(bench) != base_tasks.get(bench):
+            lines.append(f"lm-eval task {bench}: base {base_tasks.get(bench)!r}, fine-tuned {tasks.get(bench)!r}")
+    return lines
 
 
 def check_minimums(scores: dict[str, Any], minimums: dict[str, Any]) -> tuple[bool, list[str]]:
@@ -580,7 +586,7 @@ def _compare_with_base(
 ) -> tuple[bool, list[str]]:
     """Each gated figure against the base model's, item by item; ``judge(compared, margin)`` says ``(passed, why)``
     from the paired comparison. Scores produced with different settings are not compared."""
-    differences = settings_differences(scores, base)
+    differences = settings_differences(scores, base, margins)
     if differences:
         return False, [
             "not comparable: the base and fine-tuned scores were produced differently ("

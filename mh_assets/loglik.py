@@ -26,6 +26,7 @@ from mh_assets.stats import bootstrap_interval, outward, wilson_interval
 TASK_FILE = Path(__file__).parent / "data" / "eval" / "pceb_mcq_ll.yaml"
 LL_SUFFIX = "_ll"  # pceb_mcq -> pceb_mcq_ll
 Z95 = 1.959964
+TEAM_PREFIX = "lm_eval_"  # a team's task "pceb_mcq" is lm_eval_pceb_mcq in scores.json, apart from the suite's own
 
 
 class TaskError(ValueError):
@@ -69,13 +70,43 @@ def task_name(path: Path) -> str:
     return config["task"]
 
 
+def _sha(raw: bytes) -> str:
+    return hashlib.sha256(raw).hexdigest()[:12]
+
+
+def _by_content(files: Any, folder: Path) -> Any:
+    """``data_files`` with each local file (or every file a pattern matches) named by its content, not by where it
+    lies; a name that is no local file (a hub dataset's) stays as written."""
+    if isinstance(files, dict):
+        return {key: _by_content(value, folder) for key, value in sorted(files.items())}
+    if isinstance(files, list):
+        return [_by_content(value, folder) for value in files]
+    path = folder / str(files)  # an absolute path stays itself
+    if path.is_dir():
+        return [_sha(f.read_bytes()) for f in sorted(path.rglob("*")) if f.is_file()]
+    if any(c in str(files) for c in "*?["):
+        return [_sha(f.read_bytes()) for f in sorted(path.parent.glob(path.name)) if f.is_file()]
+    return _sha(path.read_bytes()) if path.is_file() else files
+
+
 def tasks_hash(tasks: dict[str, Any]) -> dict[str, str]:
-    """Task name -> a digest of what decides its scores (the config, or the YAML file as written): two sets of
-    scores are comparable only when these match."""
+    """Task name -> a digest of what decides its scores: the config, or the YAML file as written with the YAMLs and
+    Python helpers beside it (where its ``include`` and ``!function`` are found), and the content of its local data
+    (``data_files``, a local ``dataset_path`` folder) wherever it lies. Scores are comparable only when these match."""
 
     def digest(spec: Any) -> str:
-        raw = Path(spec).read_bytes() if isinstance(spec, str) else json.dumps(spec, sort_keys=True).encode()
-        return hashlib.sha256(raw).hexdigest()[:12]
+        if isinstance(spec, str):
+            folder = Path(spec).parent
+            config = yaml.load(Path(spec).read_bytes(), Loader=_NameLoader)  # noqa: S506 (a SafeLoader)
+            beside = [f for pattern in ("*.yaml", "*.yml", "*.py") for f in sorted(folder.glob(pattern))]
+            described: dict[str, Any] = {"task": _sha(Path(spec).read_bytes()),
+                                         "beside": {f.name: _sha(f.read_bytes()) for f in beside}}  # fmt: skip
+        else:  # where its data lies is not part of it: data_files is replaced by the content below
+            kwargs = {k: v for k, v in (spec.get("dataset_kwargs") or {}).items() if k != "data_files"}
+            folder, config, described = Path.cwd(), spec, {**spec, "dataset_kwargs": kwargs}
+        described["data_files"] = _by_content((config.get("dataset_kwargs") or {}).get("data_files"), folder)
+        described["dataset_path"] = _by_content(config.get("dataset_path"), folder)
+        return _sha(json.dumps(described, sort_keys=True, ensure_ascii=False).encode())
 
     return {name: digest(spec) for name, spec in sorted(tasks.items())}
 
@@ -95,7 +126,9 @@ def logprobs_refusal(api_url: str, model: str, api_key: str = "EMPTY") -> str | 
         with opener.open(request, timeout=60) as response:
             answer = json.loads(response.read())
     except urllib.error.HTTPError as exc:
-        return f"{url} answered HTTP {exc.code}: a chat-completions server gives no prompt log-probabilities"
+        if exc.code in (404, 405):
+            return f"{url} answered HTTP {exc.code}: a chat-only server gives no prompt log-probabilities"
+        return f"{url} answered HTTP {exc.code}: {exc.read()[:300].decode('utf-8', 'replace')}"
     except (OSError, ValueError) as exc:
         return f"{url} gave no usable answer ({type(exc).__name__}: {exc})"
     try:
@@ -114,74 +147,95 @@ def _figure(name: str, values: list[float]) -> dict[str, Any]:
     return {name: sum(values) / len(values), f"{name}_ci95": outward(*bootstrap_interval(values))}
 
 
-def task_scores(samples: list[dict[str, Any]], metrics: list[str], aggregated: dict[str, Any]) -> dict[str, Any]:
-    """One task's entry for ``scores.json``: ``n``, each metric with its 95% interval (Wilson for right/wrong items,
-    bootstrap otherwise, lm-eval's standard error for a corpus-level metric), and every item (by the row's ``id``
-    where it has one) with the choice it took."""
-    items = []
+def task_scores(
+    samples: list[dict[str, Any]], metrics: list[str], aggregated: dict[str, Any], averaged: set[str] | None = None
+) -> dict[str, Any]:
+    """One task's entry for ``scores.json``: ``n``, each metric with its 95% interval, and every item (by the row's
+    ``id`` where it has one) with the choice it took and each choice's log-likelihood. A metric lm-eval aggregates
+    as a mean over items (``averaged``; all of them when not given) gets a Wilson interval for right/wrong items
+    and a bootstrap one otherwise; any other aggregation (a corpus F1) keeps lm-eval's figure and standard error.
+    A task with several filters (lm-eval logs each item once per filter) names its figures ``metric,filter``."""
+    filters = list(dict.fromkeys(str(s.get("filter", "none")) for s in samples)) or ["none"]
+    items: dict[int, dict[str, Any]] = {}
     for sample in sorted(samples, key=lambda s: s["doc_id"]):
         doc = sample.get("doc")
         own_id = doc.get("id") if isinstance(doc, dict) else None
-        item: dict[str, Any] = {"id": str(sample["doc_id"] if own_id is None else own_id)}
-        item.update({m: float(sample[m]) for m in metrics if _number(sample.get(m))})
+        item = items.setdefault(sample["doc_id"], {"id": str(sample["doc_id"] if own_id is None else own_id)})
+        suffix = "" if len(filters) == 1 else f",{sample.get('filter', 'none')}"
+        item.update({m + suffix: float(sample[m]) for m in metrics if _number(sample.get(m))})
         scored = [r[0] for r in sample.get("filtered_resps") or [] if isinstance(r, (list, tuple)) and _number(r[0])]
-        arguments = sample.get("arguments") or []
-        if scored and len(scored) == len(arguments) and isinstance(sample.get("target"), int):
-            item["gold"] = str(arguments[sample["target"]][1]).strip()
+        arguments, target = sample.get("arguments") or [], sample.get("target")
+        if scored and len(scored) == len(arguments) and isinstance(target, int) and 0 <= target < len(arguments):
+            item["gold"] = str(arguments[target][1]).strip()
             item["chosen"] = str(arguments[scored.index(max(scored))][1]).strip()
-        items.append(item)
+            item["loglikelihoods"] = scored
     result: dict[str, Any] = {"n": len(items)}
-    corpus = []
+    unreported = []
     for m in metrics:
-        values = [it[m] for it in items if m in it]
-        if items and len(values) == len(items):
-            result.update(_figure(m, values))
-            continue
-        value, stderr = aggregated.get(f"{m},none"), aggregated.get(f"{m}_stderr,none")
-        if _number(value) and _number(stderr):
-            result[m], result[f"{m}_ci95"] = value, outward(value - Z95 * stderr, value + Z95 * stderr)
-        else:
-            corpus.append(m)
-    if corpus:
-        result["not_reported"] = f"no per-item values or standard error for {', '.join(corpus)}"
-    return {**result, "items": items}
+        for f in filters:
+            name = m if len(filters) == 1 else f"{m},{f}"
+            values = [it[name] for it in items.values() if name in it]
+            if items and len(values) == len(items) and (averaged is None or m in averaged):
+                result.update(_figure(name, values))
+                continue
+            value, stderr = aggregated.get(f"{m},{f}"), aggregated.get(f"{m}_stderr,{f}")
+            if _number(value) and _number(stderr):
+                result[name], result[f"{name}_ci95"] = value, outward(value - Z95 * stderr, value + Z95 * stderr)
+            else:
+                unreported.append(name)
+    if unreported:
+        result["not_reported"] = f"no per-item values or standard error for {', '.join(unreported)}"
+    return {**result, "items": list(items.values())}
 
 
 def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def exam_tasks(exams: dict[str, list[dict[str, Any]]], data_dir: Path) -> tuple[dict[str, Any], dict[str, int]]:
-    """The shipped task for each exam (its single-answer rows written to ``data_dir``), and per task how many
-    multi-answer questions were left to EvalScope."""
+def exam_tasks(
+    exams: dict[str, list[dict[str, Any]]], data_dir: Path
+) -> tuple[dict[str, Any], dict[str, int], dict[str, dict[str, Any]]]:
+    """The shipped task for each exam with single-answer questions (written to ``data_dir``); per task how many
+    multi-answer questions were left to EvalScope; and the entries of exams with none to score."""
     data_dir.mkdir(parents=True, exist_ok=True)
     tasks: dict[str, Any] = {}
     left: dict[str, int] = {}
+    empty: dict[str, dict[str, Any]] = {}
     for exam, rows in exams.items():
         single, several = single_answer(rows)
+        name = exam + LL_SUFFIX
+        left[name] = several
+        if not single:
+            empty[name] = {"skipped": f"{exam} has no single-answer question to score by log-likelihood "
+                                      f"({several} multi-answer, scored by EvalScope)"}  # fmt: skip
+            continue
         data_file = data_dir / f"{exam}_single.jsonl"
         data_file.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in single), encoding="utf-8")
-        tasks[exam + LL_SUFFIX], left[exam + LL_SUFFIX] = exam_task(exam, data_file), several
-    return tasks, left
+        tasks[name] = exam_task(exam, data_file)
+    return tasks, left, empty
 
 
-def user_tasks(paths: list[str], taken: set[str]) -> dict[str, str]:
-    """A team's own task YAMLs by name (each run as written); a name given twice or taken by another benchmark
-    fails naming the file."""
+def user_tasks(paths: list[str]) -> dict[str, str]:
+    """A team's own task YAMLs (each run as written; a relative path from the working directory), by their entry
+    in scores.json: ``lm_eval_<task>``. A task named twice fails naming the file."""
     tasks: dict[str, str] = {}
     for given in paths:
         path = Path(given).expanduser().resolve()
-        name = task_name(path)
-        if name in taken or name in tasks:
-            raise TaskError(f"{given}: task {name!r} is already a benchmark of the suite or another task file")
+        name = TEAM_PREFIX + task_name(path)
+        if name in tasks:
+            raise TaskError(f"{given}: task {name.removeprefix(TEAM_PREFIX)!r} is already in another task file")
         tasks[name] = str(path)
     return tasks
 
 
-def run_tasks(tasks: dict[str, Any], target: dict[str, Any], batch_size: int = 8) -> dict[str, dict[str, Any]]:
-    """Every task (name -> a config dict, or the path of a YAML run as written, from its own folder) on the
-    target: ``{"mode": "local", "model_dir", "torch_dtype"}`` (lm-eval's ``hf`` model) or ``{"api_url", "model",
-    "tokenizer"}`` (its ``local-completions`` model). Returns task name -> ``task_scores``."""
+def run_tasks(
+    tasks: dict[str, Any], target: dict[str, Any], optional: frozenset[str] = frozenset(), batch_size: int = 8
+) -> dict[str, dict[str, Any]]:
+    """Every task (entry -> a config dict, or the path of a YAML run as written, from its own folder) on the
+    target: ``{"mode": "local", "model_dir", "torch_dtype"}`` (lm-eval's ``hf`` model, across the visible GPUs) or
+    ``{"api_url", "model", "api_key", "tokenizer"}`` (its ``local-completions`` model; without a local tokenizer,
+    the server's ``/tokenize`` or the model's name on the hub). Returns task name -> ``task_scores``; a task in
+    ``optional`` that fails is skipped with the reason (a mirror's), any other fails naming its file."""
     import gc
 
     import torch
@@ -191,36 +245,44 @@ def run_tasks(tasks: dict[str, Any], target: dict[str, Any], batch_size: int = 8
     if target["mode"] == "local":
         from lm_eval.models.huggingface import HFLM
 
-        device = "cuda" if torch.cuda.is_available() else "cpu"
         model = HFLM(pretrained=target["model_dir"], dtype=target.get("torch_dtype", "auto"), batch_size=batch_size,
-                     device=device)  # fmt: skip
+                     device="cuda" if torch.cuda.is_available() else "cpu",
+                     parallelize=torch.cuda.device_count() > 1)  # fmt: skip
     else:
         from lm_eval.models.openai_completions import LocalCompletionsAPI
 
         model = LocalCompletionsAPI(
             base_url=target["api_url"].rstrip("/") + "/completions",
             model=target["model"],
-            tokenizer=target.get("tokenizer") or target["model"],
-            tokenizer_backend="huggingface",
+            tokenizer=target.get("tokenizer"),
+            tokenizer_backend="huggingface" if target.get("tokenizer") else "auto",
             num_concurrent=target.get("concurrency") or 1,
             max_retries=3,
+            header={"Authorization": f"Bearer {target.get('api_key', 'EMPTY')}"},  # not OPENAI_API_KEY's
         )
     results: dict[str, dict[str, Any]] = {}
     try:
         for name, spec in tasks.items():
             label = spec if isinstance(spec, str) else name
+            task = task_name(Path(spec)) if isinstance(spec, str) else spec["task"]
             where = Path(spec).parent if isinstance(spec, str) else Path.cwd()
             try:
                 with contextlib.chdir(where):  # relative data files resolve from the YAML's folder, as includes do
                     out = simple_evaluate(model=model, tasks=[spec], task_manager=TaskManager(include_defaults=False),
                                           log_samples=True, bootstrap_iters=1000)  # fmt: skip
             except Exception as exc:  # name the task file: lm-eval's own message rarely does
+                if name in optional:
+                    results[name] = {"skipped": f"{label}: lm-eval failed: {type(exc).__name__}: {exc}"[:500]}
+                    continue
                 raise TaskError(f"{label}: lm-eval failed: {type(exc).__name__}: {exc}") from exc
-            if not out or name not in out["results"]:
+            if not out or task not in out["results"]:
                 found = sorted(out["results"]) if out else []
-                raise TaskError(f"{label}: lm-eval ran {found}, not the task {name!r}")
-            metrics = list(dict.fromkeys(m for s in out["samples"][name] for m in s.get("metrics", [])))
-            results[name] = task_scores(out["samples"][name], metrics, out["results"][name])
+                raise TaskError(f"{label}: lm-eval ran {found}, not the task {task!r}")
+            metrics = list(dict.fromkeys(m for s in out["samples"][task] for m in s.get("metrics", [])))
+            listed = out["configs"][task].get("metric_list") or []
+            means = {m for m in metrics if all(x.get("aggregation", "mean") == "mean" for x in listed
+                                               if x.get("metric") == m)}  # fmt: skip
+            results[name] = task_scores(out["samples"][task], metrics, out["results"][task], means)
     finally:
         del model
         gc.collect()

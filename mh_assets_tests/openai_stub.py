@@ -43,10 +43,12 @@ def openai_stub(
     latency_s: float = 0.0,
     gauge: Gauge | None = None,
     completions: Callable[[dict], dict] | None = None,
+    authorizations: list[str] | None = None,
 ) -> Iterator[tuple[str, list[list[dict]]]]:
     """Serve ``/v1/models`` and ``/v1/chat/completions`` on 127.0.0.1, each completion after ``latency_s`` (counted
     in ``gauge`` while it is answered); ``/v1/completions`` only when ``completions`` answers it (request body ->
-    response body), else 404 as a chat-only server. Yields (base URL, chat requests received)."""
+    response body), else 404 as a chat-only server; each request's Authorization header goes to ``authorizations``.
+    Yields (base URL, chat requests received)."""
     received: list[list[dict]] = []
 
     class Handler(BaseHTTPRequestHandler):
@@ -66,6 +68,8 @@ def openai_stub(
 
         def do_POST(self) -> None:
             request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            if authorizations is not None:
+                authorizations.append(self.headers.get("Authorization", ""))
             if self.path.endswith("/completions") and not self.path.endswith("/chat/completions"):
                 if completions is not None:
                     return self._send(completions(request))

@@ -424,12 +424,14 @@ def test_report_and_card_carry_the_runs_numbers(tiny_run):
     unparsed = "| pceb_mcq | 30 | unparsed | 1.000 [0.886, 1.000] | 1.000 [0.886, 1.000] | +0.000 [+0.000, +0.000] |"
     assert unparsed in report
     assert "| pceb_mcq | 30 | partial_credit | 0.000 [0.000, 0.000] |" in report and "no difference shown" in report
-    # both evaluators of the exam side by side, and what separates them
-    ll = scores["benchmarks"]["pceb_mcq_ll"]
+    # both evaluators of the exam side by side (the lane's 30 questions), and what separates them
     assert "### The exam by both evaluators" in report
-    assert f"| pceb_mcq | lm-eval: the likeliest answer letter (acc) | {ll['n']} | {ll['acc']:.3f} [" in report
-    several = ll["left_to_evalscope"]["multi_answer_questions"]
-    assert f"pceb_mcq: {several} multi-answer question(s) are scored by EvalScope only" in report
+    evalscope_row = "| pceb_mcq | EvalScope: the letter read from the reply (exact match) | 30 | 0.000 [0.000, 0.114] |"
+    assert evalscope_row in report
+    (ll,) = re.findall(r"\| pceb_mcq \| lm-eval: the likeliest answer letter \(acc\) \| (\d+) \| [01]\.\d{3} \[",
+                       report)  # fmt: skip
+    (several,) = re.findall(r"pceb_mcq: (\d+) multi-answer question\(s\) are scored by EvalScope only", report)
+    assert int(ll) + int(several) == 30 and int(several) > 0
     assert "<polyline" in (report_dir / "loss.svg").read_text()
     # the curve travels inside the text (the UI shows the report as markdown: a relative link would break there)
     (uri,) = re.findall(r"!\[training loss\]\((data:image/svg\+xml;base64,[A-Za-z0-9+/=]+)\)", report)
@@ -550,6 +552,24 @@ def test_a_dataset_with_shuffled_replies_fails_the_psyqa_gates(tiny_run, monkeyp
     assert not checks["no_regression"].passed, checks["no_regression"].description
     assert checks["no_regression"].description.endswith("a real drop")
     assert not result.success
+
+
+def test_a_teams_own_lm_eval_task_runs_beside_the_suite(tiny_run, monkeypatch, tmp_path):
+    """The runbook's task YAML, given by path in the run config, scores both models as written; the gates still
+    compare the rest of the suite."""
+    monkeypatch.setenv("MH_ARTIFACTS_DIR", str(tiny_run.root))
+    _gates_for_few_items(monkeypatch, tmp_path)
+    team = tmp_path / "team-tasks"
+    shutil.copytree(Path(__file__).parent / "data" / "lm_eval_runbook", team)
+    result = _run(tiny_run, SCORES, _both({"mode": "local", **SMALL, "lm_eval_tasks": [str(team / "pceb_mcq.yaml")]}))
+    for key in SCORES:
+        scores = json.loads((_latest(tiny_run.root, key) / "scores.json").read_text())
+        own = scores["benchmarks"]["lm_eval_pceb_mcq"]
+        assert own["n"] == 9 and own["acc_ci95"][0] <= own["acc"] <= own["acc_ci95"][1]  # its 9 single-answer rows
+        assert scores["benchmarks"]["pceb_mcq_ll"]["n"] + 1 == SMALL["limits"]["pceb_mcq"]  # one multi-answer
+        assert set(scores["settings"]["lm_eval"]) == {"pceb_mcq_ll", "lm_eval_pceb_mcq"}
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert checks["no_regression"].passed, checks["no_regression"].description
 
 
 def test_a_learning_rate_of_0_fails_the_lane_at_learned_from_data(tiny_run, monkeypatch):

@@ -149,7 +149,7 @@ def _evaluate(
         raise dg.Failure(description=str(exc)) from None
     limits = {**lane.evaluation.limits, **config.limits}
     try:  # a task file that cannot run fails here, naming it, before a model is loaded; the child gets full paths
-        lm_eval_tasks = list(user_tasks([*lane.evaluation.lm_eval_tasks, *config.lm_eval_tasks], taken=set()).values())
+        lm_eval_tasks = list(user_tasks([*lane.evaluation.lm_eval_tasks, *config.lm_eval_tasks]).values())
     except TaskError as exc:
         raise dg.Failure(description=str(exc)) from None
     with artifacts.staging(name) as tmp:

@@ -39,7 +39,7 @@ from mh_assets.benchmarks import (
 )
 from mh_assets.judge import judge_keypoints, judge_safety, judge_turns
 from mh_assets.lane import Evaluation
-from mh_assets.loglik import exam_tasks, logprobs_refusal, run_tasks, tasks_hash, user_tasks
+from mh_assets.loglik import LL_SUFFIX, exam_tasks, logprobs_refusal, run_tasks, tasks_hash, user_tasks
 from mh_assets.mirrors import EXAM_MIRRORS, MIRROR_ENV, MirrorError, read_exam_mirror
 from mh_assets.models import hub_endpoint, reachable
 from mh_assets.procs import free_port, start_group, stop_group
@@ -123,13 +123,13 @@ def run_suite(target: dict[str, Any], ex: dict[str, Any]) -> dict[str, Any]:
     limits = ex.get("limits") or {}
     rows = {name: load_benchmark(name, path)[: limits.get(name)] for name, path in files.items()}
     mirrored, exams = exam_mirrors(ex, limits)
-    for name, exam in {"pceb_mcq": rows["pceb_mcq"], **mirrored}.items():
+    exam_rows = {"pceb_mcq": rows["pceb_mcq"], **mirrored}
+    for name, exam in exam_rows.items():
         write_jsonl(data_dir / f"{name}.jsonl", to_exam_qa(exam))
     write_jsonl(data_dir / "counselling_dialogues.jsonl", to_dialogue_qa(rows["counselling_dialogues"]))
     for name in ("psyqa", "safety"):
         write_jsonl(data_dir / f"{name}.jsonl", to_general_qa(name, rows[name]))
-    exams = {"pceb_mcq": rows["pceb_mcq"], **mirrored}
-    log_likelihood, lm_eval_tasks = exam_log_likelihood(target, exams, ex, work_dir / "lm_eval")  # frees its model
+    log_likelihood, lm_eval_tasks = exam_log_likelihood(target, exam_rows, ex, work_dir / "lm_eval")  # frees its model
     kwargs = model_kwargs(target)
     evalscope_dir = work_dir / "evalscope"
     subsets = ["pceb_mcq", "psyqa", "safety", "counselling_dialogues", *mirrored]
@@ -191,18 +191,25 @@ def exam_log_likelihood(
 ) -> tuple[dict[str, Any], dict[str, str]]:
     """The exams' single-answer questions (``<exam>_ll``) and the team's own task YAMLs (``lm_eval_tasks``) scored
     by lm-eval; and what each task was (for the comparability settings). Against a server without prompt
-    log-probabilities every task is skipped, saying why."""
-    tasks, left = exam_tasks(exams, data_dir)
-    taken = {*exams, *tasks, *EXAM_MIRRORS, *HUB_EXAMS, "psyqa", "safety", "counselling", "psyqa_judged", "val_loss"}
-    tasks.update(user_tasks(ex.get("lm_eval_tasks") or [], taken))
-    if target["mode"] != "local":
-        why = logprobs_refusal(target["api_url"], target["model"], os.environ.get("MH_EVAL_API_KEY", "EMPTY"))
+    log-probabilities, or one lm-eval cannot use, every task is skipped saying why."""
+    tasks, left, empty = exam_tasks(exams, data_dir)
+    tasks.update(user_tasks(ex.get("lm_eval_tasks") or []))
+    settings = tasks_hash(tasks)
+    if target["mode"] == "local":
+        results = run_tasks(tasks, target, optional=frozenset(f"{m}{LL_SUFFIX}" for m in EXAM_MIRRORS))
+    else:
+        key = os.environ.get("MH_EVAL_API_KEY", "EMPTY")
+        why = logprobs_refusal(target["api_url"], target["model"], key)
+        try:
+            results = run_tasks(tasks, {**target, "api_key": key}) if not why else {}
+        except Exception as exc:  # the server offered log-probabilities, but lm-eval could not use them
+            why = f"lm-eval against {target['api_url']}: {type(exc).__name__}: {exc}"[:500]
         if why:
-            return {name: {"skipped": why} for name in tasks}, tasks_hash(tasks)
-    results = run_tasks(tasks, target)
-    for name, several in left.items():
-        results[name]["left_to_evalscope"] = {"multi_answer_questions": several}
-    return results, tasks_hash(tasks)
+            results = {name: {"skipped": why} for name in tasks}
+    for name, entry in {**results, **empty}.items():
+        if name in left:
+            entry["left_to_evalscope"] = {"multi_answer_questions": left[name]}
+    return {**results, **empty}, settings
 
 
 def exam_mirrors(ex: dict[str, Any], limits: dict[str, int]) -> tuple[dict[str, list[dict[str, Any]]], dict[str, Any]]:
