@@ -10,6 +10,7 @@ that run it.
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import math
@@ -20,12 +21,12 @@ from typing import Any
 
 import yaml
 
+from mh_assets.benchmarks import _mean, _share
 from mh_assets.exam import gold_letters
-from mh_assets.stats import bootstrap_interval, outward, wilson_interval
+from mh_assets.stats import Z95, outward
 
 TASK_FILE = Path(__file__).parent / "data" / "eval" / "pceb_mcq_ll.yaml"
 LL_SUFFIX = "_ll"  # pceb_mcq -> pceb_mcq_ll
-Z95 = 1.959964
 TEAM_PREFIX = "lm_eval_"  # a team's task "pceb_mcq" is lm_eval_pceb_mcq in scores.json, apart from the suite's own
 
 
@@ -76,17 +77,23 @@ def _sha(raw: bytes) -> str:
 
 def _by_content(files: Any, folder: Path) -> Any:
     """``data_files`` with each local file (or every file a pattern matches) named by its content, not by where it
-    lies; a name that is no local file (a hub dataset's) stays as written."""
+    lies; a name that matches no local file stays as written."""
     if isinstance(files, dict):
         return {key: _by_content(value, folder) for key, value in sorted(files.items())}
     if isinstance(files, list):
         return [_by_content(value, folder) for value in files]
-    path = folder / str(files)  # an absolute path stays itself
-    if path.is_dir():
-        return [_sha(f.read_bytes()) for f in sorted(path.rglob("*")) if f.is_file()]
-    if any(c in str(files) for c in "*?["):
-        return [_sha(f.read_bytes()) for f in sorted(path.parent.glob(path.name)) if f.is_file()]
-    return _sha(path.read_bytes()) if path.is_file() else files
+    found = sorted(glob.glob(str(folder / str(files)), recursive=True))  # an absolute path stays itself
+    hashed = [_sha(Path(f).read_bytes()) for f in found if Path(f).is_file()]
+    return (hashed[0] if len(hashed) == 1 and found == [str(folder / str(files))] else hashed) if hashed else files
+
+
+def _local_dataset(path: Any, folder: Path) -> Any:
+    """A ``dataset_path`` that is a local folder (it has a ``/`` and exists: ``datasets`` reads such a folder) by
+    the content of its files; a builder name (``json``) or a hub name stays as written."""
+    local = folder / str(path)
+    if not isinstance(path, str) or "/" not in path or path.startswith("hf://") or not local.is_dir():
+        return path
+    return [_sha(f.read_bytes()) for f in sorted(local.rglob("*")) if f.is_file()]
 
 
 def tasks_hash(tasks: dict[str, Any]) -> dict[str, str]:
@@ -98,6 +105,9 @@ def tasks_hash(tasks: dict[str, Any]) -> dict[str, str]:
         if isinstance(spec, str):
             folder = Path(spec).parent
             config = yaml.load(Path(spec).read_bytes(), Loader=_NameLoader)  # noqa: S506 (a SafeLoader)
+            includes = config.get("include") or []
+            for include in includes if isinstance(includes, list) else [includes]:  # its data may come from these
+                config = {**yaml.load((folder / include).read_bytes(), Loader=_NameLoader), **config}  # noqa: S506
             beside = [f for pattern in ("*.yaml", "*.yml", "*.py") for f in sorted(folder.glob(pattern))]
             described: dict[str, Any] = {"task": _sha(Path(spec).read_bytes()),
                                          "beside": {f.name: _sha(f.read_bytes()) for f in beside}}  # fmt: skip
@@ -105,7 +115,7 @@ def tasks_hash(tasks: dict[str, Any]) -> dict[str, str]:
             kwargs = {k: v for k, v in (spec.get("dataset_kwargs") or {}).items() if k != "data_files"}
             folder, config, described = Path.cwd(), spec, {**spec, "dataset_kwargs": kwargs}
         described["data_files"] = _by_content((config.get("dataset_kwargs") or {}).get("data_files"), folder)
-        described["dataset_path"] = _by_content(config.get("dataset_path"), folder)
+        described["dataset_path"] = _local_dataset(config.get("dataset_path"), folder)
         return _sha(json.dumps(described, sort_keys=True, ensure_ascii=False).encode())
 
     return {name: digest(spec) for name, spec in sorted(tasks.items())}
@@ -116,20 +126,17 @@ def logprobs_refusal(api_url: str, model: str, api_key: str = "EMPTY") -> str | 
     asks: ``echo`` with ``logprobs``), else why not, for the skipped figure."""
     url = api_url.rstrip("/") + "/completions"
     body = {"model": model, "prompt": "你好", "max_tokens": 1, "logprobs": 1, "echo": True, "temperature": 0}
-    request = urllib.request.Request(
-        url,
-        data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json", "Authorization": f"Bearer {api_key}"},
-    )
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {api_key}"}
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
+        request = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers)
         with opener.open(request, timeout=60) as response:
             answer = json.loads(response.read())
     except urllib.error.HTTPError as exc:
         if exc.code in (404, 405):
             return f"{url} answered HTTP {exc.code}: a chat-only server gives no prompt log-probabilities"
         return f"{url} answered HTTP {exc.code}: {exc.read()[:300].decode('utf-8', 'replace')}"
-    except (OSError, ValueError) as exc:
+    except Exception as exc:  # a malformed URL, a broken connection or reply: the figure is skipped saying so
         return f"{url} gave no usable answer ({type(exc).__name__}: {exc})"
     try:
         token_logprobs = answer["choices"][0]["logprobs"]["token_logprobs"]
@@ -141,10 +148,9 @@ def logprobs_refusal(api_url: str, model: str, api_key: str = "EMPTY") -> str | 
 
 
 def _figure(name: str, values: list[float]) -> dict[str, Any]:
-    if all(v in (0.0, 1.0) for v in values):
-        k = int(sum(values))
-        return {name: k / len(values), f"{name}_ci95": outward(*wilson_interval(k, len(values)))}
-    return {name: sum(values) / len(values), f"{name}_ci95": outward(*bootstrap_interval(values))}
+    binary = all(v in (0.0, 1.0) for v in values)
+    value, ci = _share(int(sum(values)), len(values)) if binary else _mean(values)
+    return {name: value, f"{name}_ci95": ci}
 
 
 def task_scores(
@@ -165,7 +171,8 @@ def task_scores(
         item.update({m + suffix: float(sample[m]) for m in metrics if _number(sample.get(m))})
         scored = [r[0] for r in sample.get("filtered_resps") or [] if isinstance(r, (list, tuple)) and _number(r[0])]
         arguments, target = sample.get("arguments") or [], sample.get("target")
-        if scored and len(scored) == len(arguments) and isinstance(target, int) and 0 <= target < len(arguments):
+        one_each = len(scored) == len(arguments) and "acc_mutual_info" not in sample.get("metrics", [])  # not 2 each
+        if scored and one_each and isinstance(target, int) and 0 <= target < len(arguments):
             item["gold"] = str(arguments[target][1]).strip()
             item["chosen"] = str(arguments[scored.index(max(scored))][1]).strip()
             item["loglikelihoods"] = scored
@@ -222,6 +229,8 @@ def user_tasks(paths: list[str]) -> dict[str, str]:
     for given in paths:
         path = Path(given).expanduser().resolve()
         name = TEAM_PREFIX + task_name(path)
+        if tasks.get(name) == str(path):  # the same file in the lane and in the run config
+            continue
         if name in tasks:
             raise TaskError(f"{given}: task {name.removeprefix(TEAM_PREFIX)!r} is already in another task file")
         tasks[name] = str(path)
@@ -259,6 +268,7 @@ def run_tasks(
             num_concurrent=target.get("concurrency") or 1,
             max_retries=3,
             header={"Authorization": f"Bearer {target.get('api_key', 'EMPTY')}"},  # not OPENAI_API_KEY's
+            auth_token=target.get("api_key"),  # what its check for the server's own tokenizer sends
         )
     results: dict[str, dict[str, Any]] = {}
     try:

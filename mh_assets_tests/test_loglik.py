@@ -115,8 +115,11 @@ def test_a_task_file_that_cannot_run_fails_naming_the_file(tmp_path, tiny_model)
         task_name(group)
     clash = tmp_path / "clash.yaml"
     clash.write_text("task: group\n", encoding="utf-8")
-    with pytest.raises(TaskError, match=r"clash\.yaml: task 'group' is already in another task file"):
-        user_tasks([str(tmp_path / "." / "clash.yaml"), str(clash)])
+    assert user_tasks([str(tmp_path / "." / "clash.yaml"), str(clash)]) == {"lm_eval_group": str(clash)}  # one file
+    twin = tmp_path / "twin.yaml"
+    twin.write_text("task: group\n", encoding="utf-8")
+    with pytest.raises(TaskError, match=r"twin\.yaml: task 'group' is already in another task file"):
+        user_tasks([str(clash), str(twin)])
     broken = tmp_path / "broken.yaml"
     broken.write_text(
         "task: broken\ndataset_path: json\ndataset_kwargs: {data_files: {test: nowhere.jsonl}}\ntest_split: test\n"
@@ -196,6 +199,15 @@ def test_tasks_hash_follows_the_task_and_its_data_not_where_they_lie(tmp_path):
         helper.write("\n# changed\n")
     seen.add(tasks_hash(runbook)["lm_eval_pceb_mcq"])
     assert len(seen) == 3
+    # a builder name is no local folder, whatever lies beside the YAML; a pattern is hashed by what it matches
+    (team / "json").mkdir()
+    (team / "json" / "notes.txt").write_text("not data", encoding="utf-8")
+    assert tasks_hash(runbook)["lm_eval_pceb_mcq"] in seen
+    pattern = {"t": {"task": "t", "dataset_path": "json", "dataset_kwargs": {"data_files": str(team / "**/*.jsonl")}}}
+    digest = tasks_hash(pattern)
+    (team / "more").mkdir()
+    (team / "more" / "rows.jsonl").write_text("{}\n", encoding="utf-8")
+    assert tasks_hash(pattern) != digest
 
 
 def test_a_different_lm_eval_task_makes_only_its_own_figures_incomparable():
@@ -248,6 +260,36 @@ def test_a_completions_server_without_prompt_log_probabilities_is_refused():
     with openai_stub(lambda messages: "好的", completions=only_the_new_token) as (url, _):
         why = logprobs_refusal(url, "stub-model")
     assert why is not None and "returns no prompt log-probabilities" in why
+
+
+def test_against_a_server_each_failing_task_is_skipped_alone_and_nothing_crashes(tiny_model, tmp_path, monkeypatch):
+    from mh_assets.runners.evaluate import exam_log_likelihood
+
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(
+        "task: broken\ndataset_path: json\ndataset_kwargs: {data_files: {test: nowhere.jsonl}}\ntest_split: test\n"
+        "output_type: multiple_choice\ndoc_to_text: q\ndoc_to_choice: [A, B]\ndoc_to_target: 0\n",
+        encoding="utf-8",
+    )
+    monkeypatch.setenv("MH_EVAL_API_KEY", "team-key")
+    with openai_stub(lambda messages: "好的", completions=_tiny_completions(tiny_model)) as (url, _):
+        target = {"mode": "endpoint", "api_url": url, "model": "tiny", "tokenizer": str(tiny_model)}
+        results, settings = exam_log_likelihood(target, {"pceb_mcq": EXAM[:8]}, {"lm_eval_tasks": [str(broken)]},
+                                                tmp_path / "lm_eval")  # fmt: skip
+    assert results["pceb_mcq_ll"]["n"] == len(single_answer(EXAM[:8])[0])
+    assert results["lm_eval_broken"]["skipped"].startswith(f"{broken}: lm-eval failed")
+    assert set(settings) == {"pceb_mcq_ll", "lm_eval_broken"}
+
+    def garbage(request: dict) -> dict:  # the probe is answered well, lm-eval's own requests are not
+        if isinstance(request["prompt"], str):
+            return {"choices": [{"index": 0, "logprobs": {"token_logprobs": [None, -1.0], "top_logprobs": []}}]}
+        return {"choices": [{"index": 0, "text": ""}]}  # no logprobs at all
+
+    with openai_stub(lambda messages: "好的", completions=garbage) as (url, _):
+        target = {"mode": "endpoint", "api_url": url, "model": "tiny", "tokenizer": str(tiny_model)}
+        results, _ = exam_log_likelihood(target, {"pceb_mcq": EXAM[:8]}, {}, tmp_path / "again")
+    assert results["pceb_mcq_ll"]["skipped"].startswith("pceb_mcq_ll: lm-eval failed")
+    assert results["pceb_mcq_ll"]["left_to_evalscope"] == {"multi_answer_questions": single_answer(EXAM[:8])[1]}
 
 
 def _tiny_completions(model_dir: Path):

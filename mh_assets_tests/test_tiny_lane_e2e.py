@@ -555,19 +555,25 @@ def test_a_dataset_with_shuffled_replies_fails_the_psyqa_gates(tiny_run, monkeyp
 
 
 def test_a_teams_own_lm_eval_task_runs_beside_the_suite(tiny_run, monkeypatch, tmp_path):
-    """The runbook's task YAML, given by path in the run config, scores both models as written; the gates still
-    compare the rest of the suite."""
+    """The runbook's task YAML, given by path in the run config of the fine-tuned evaluation only, scores that model
+    as written; the gates still compare the rest of the suite with the base model's."""
     monkeypatch.setenv("MH_ARTIFACTS_DIR", str(tiny_run.root))
     _gates_for_few_items(monkeypatch, tmp_path)
     team = tmp_path / "team-tasks"
     shutil.copytree(Path(__file__).parent / "data" / "lm_eval_runbook", team)
-    result = _run(tiny_run, SCORES, _both({"mode": "local", **SMALL, "lm_eval_tasks": [str(team / "pceb_mcq.yaml")]}))
-    for key in SCORES:
-        scores = json.loads((_latest(tiny_run.root, key) / "scores.json").read_text())
-        own = scores["benchmarks"]["lm_eval_pceb_mcq"]
-        assert own["n"] == 9 and own["acc_ci95"][0] <= own["acc"] <= own["acc_ci95"][1]  # its 9 single-answer rows
-        assert scores["benchmarks"]["pceb_mcq_ll"]["n"] + 1 == SMALL["limits"]["pceb_mcq"]  # one multi-answer
-        assert set(scores["settings"]["lm_eval"]) == {"pceb_mcq_ll", "lm_eval_pceb_mcq"}
+    local = {"mode": "local", **SMALL}
+    config = {
+        "base_scores_tiny": local,
+        "benchmark_scores_tiny": {**local, "lm_eval_tasks": [str(team / "pceb_mcq.yaml")]},
+    }
+    result = _run(tiny_run, SCORES, config)
+    scores = json.loads((_latest(tiny_run.root, "benchmark_scores_tiny") / "scores.json").read_text())
+    own = scores["benchmarks"]["lm_eval_pceb_mcq"]
+    assert own["n"] == 9 and own["acc_ci95"][0] <= own["acc"] <= own["acc_ci95"][1]  # its 9 single-answer rows
+    assert scores["benchmarks"]["pceb_mcq_ll"]["n"] + 1 == SMALL["limits"]["pceb_mcq"]  # one multi-answer
+    assert set(scores["settings"]["lm_eval"]) == {"pceb_mcq_ll", "lm_eval_pceb_mcq"}
+    base = json.loads((_latest(tiny_run.root, "base_scores_tiny") / "scores.json").read_text())
+    assert "lm_eval_pceb_mcq" not in base["benchmarks"] and set(base["settings"]["lm_eval"]) == {"pceb_mcq_ll"}
     checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
     assert checks["no_regression"].passed, checks["no_regression"].description
 

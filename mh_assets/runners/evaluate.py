@@ -200,9 +200,9 @@ def exam_log_likelihood(
     else:
         key = os.environ.get("MH_EVAL_API_KEY", "EMPTY")
         why = logprobs_refusal(target["api_url"], target["model"], key)
-        try:
-            results = run_tasks(tasks, {**target, "api_key": key}) if not why else {}
-        except Exception as exc:  # the server offered log-probabilities, but lm-eval could not use them
+        try:  # each task that fails against the server is skipped with its own reason
+            results = run_tasks(tasks, {**target, "api_key": key}, optional=frozenset(tasks)) if not why else {}
+        except Exception as exc:  # the server offered log-probabilities, but lm-eval could not use it at all
             why = f"lm-eval against {target['api_url']}: {type(exc).__name__}: {exc}"[:500]
         if why:
             results = {name: {"skipped": why} for name in tasks}
