@@ -83,17 +83,15 @@ def _by_content(files: Any, folder: Path) -> Any:
     if isinstance(files, list):
         return [_by_content(value, folder) for value in files]
     found = sorted(glob.glob(str(folder / str(files)), recursive=True))  # an absolute path stays itself
-    hashed = [_sha(Path(f).read_bytes()) for f in found if Path(f).is_file()]
-    return (hashed[0] if len(hashed) == 1 and found == [str(folder / str(files))] else hashed) if hashed else files
+    return [_sha(Path(f).read_bytes()) for f in found if Path(f).is_file()] or files
 
 
 def _local_dataset(path: Any, folder: Path) -> Any:
     """A ``dataset_path`` that is a local folder (it has a ``/`` and exists: ``datasets`` reads such a folder) by
     the content of its files; a builder name (``json``) or a hub name stays as written."""
-    local = folder / str(path)
-    if not isinstance(path, str) or "/" not in path or path.startswith("hf://") or not local.is_dir():
+    if not isinstance(path, str) or "/" not in path or path.startswith("hf://") or not (folder / path).is_dir():
         return path
-    return [_sha(f.read_bytes()) for f in sorted(local.rglob("*")) if f.is_file()]
+    return _by_content(f"{path}/**/*", folder)
 
 
 def tasks_hash(tasks: dict[str, Any]) -> dict[str, str]:
@@ -103,13 +101,13 @@ def tasks_hash(tasks: dict[str, Any]) -> dict[str, str]:
 
     def digest(spec: Any) -> str:
         if isinstance(spec, str):
-            folder = Path(spec).parent
-            config = yaml.load(Path(spec).read_bytes(), Loader=_NameLoader)  # noqa: S506 (a SafeLoader)
+            folder, raw = Path(spec).parent, Path(spec).read_bytes()
+            config = yaml.load(raw, Loader=_NameLoader)  # noqa: S506 (a SafeLoader)
             includes = config.get("include") or []
             for include in includes if isinstance(includes, list) else [includes]:  # its data may come from these
                 config = {**yaml.load((folder / include).read_bytes(), Loader=_NameLoader), **config}  # noqa: S506
             beside = [f for pattern in ("*.yaml", "*.yml", "*.py") for f in sorted(folder.glob(pattern))]
-            described: dict[str, Any] = {"task": _sha(Path(spec).read_bytes()),
+            described: dict[str, Any] = {"task": _sha(raw),
                                          "beside": {f.name: _sha(f.read_bytes()) for f in beside}}  # fmt: skip
         else:  # where its data lies is not part of it: data_files is replaced by the content below
             kwargs = {k: v for k, v in (spec.get("dataset_kwargs") or {}).items() if k != "data_files"}
